@@ -1,0 +1,63 @@
+# shopstream — the front door. `make demo` and `make test` work on a fresh Debian + Python 3.11.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+DEMO_DIR ?= data/demo
+DEMO_WAREHOUSE ?= warehouse/demo.duckdb
+DEMO_MODELS ?= artifacts/models
+REDIS_PORT ?= 6390
+REDIS_URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
+PYTEST_ARGS ?=
+
+.PHONY: help install system-deps demo demo-data demo-redis demo-replay demo-batch demo-rankings test bench clean redis-stop
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-22s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: setup.py requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+install: $(VENV)/.installed system-deps  ## create .venv with shopstream and its pinned deps
+
+system-deps:  ## make sure a real redis-server is on PATH (Debian package)
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "shopstream needs redis-server (Redis >= 6) on PATH: install it with your package manager" >&2; exit 1; }; \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
+	  [ -z "$$SUDO" ] || command -v sudo >/dev/null || { echo "shopstream needs redis-server: run 'sudo apt-get install -y redis-server' as an administrator" >&2; exit 1; }; \
+	  echo "installing redis-server (Debian package)…"; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null || \
+	    { echo "could not install redis-server: run 'sudo apt-get install -y redis-server' and retry" >&2; exit 1; }; }
+
+demo-data: install  ## generate a small Fashion Campus data set under $(DEMO_DIR)
+	$(BIN)/shopstream generate --out $(DEMO_DIR) --seed 7
+
+demo-redis: system-deps  ## start a local redis-server on $(REDIS_PORT) (no persistence)
+	@redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1 || \
+	  redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+	    --pidfile /tmp/shopstream-redis-$(REDIS_PORT).pid >/dev/null
+	@for i in $$(seq 50); do redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.1; done
+	@echo "redis-server listening on $(REDIS_URL)"
+
+redis-stop:  ## stop the demo redis-server
+	-redis-cli -p $(REDIS_PORT) shutdown nosave
+
+demo: install demo-data demo-redis  ## install, generate data, replay into DuckDB + Redis, batch job, live rankings
+	@mkdir -p $(dir $(DEMO_WAREHOUSE))
+	$(BIN)/shopstream replay --input $(DEMO_DIR) --warehouse $(DEMO_WAREHOUSE) --redis $(REDIS_URL)
+	$(BIN)/shopstream rankings products --horizon all --redis $(REDIS_URL)
+	$(BIN)/shopstream rankings brands --horizon 24h --redis $(REDIS_URL)
+
+test: install  ## run the test suite (starts its own redis-server and emulators)
+	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
+
+bench: install  ## benchmarks (throughput, memory) printed as tables
+	$(PY) -m tests.bench.run
+
+clean:  ## remove generated data, warehouses and artifacts (keeps .venv)
+	rm -rf data warehouse artifacts bench-results

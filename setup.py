@@ -1,0 +1,25 @@
+"""shopstream: clickstream and orders → live Redis rankings, engagement, sales, churn."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def _requirements(name: str) -> list:
+    lines = (HERE / name).read_text().splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+setup(
+    name="shopstream",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.10,<3.15",
+    packages=find_packages(include=["pipelines*", "transforms*", "models*", "batch*"]),
+    package_data={"transforms": ["schemas/*.json"], "batch": ["data/*"]},
+    include_package_data=True,
+    install_requires=_requirements("requirements.txt"),
+    extras_require={"test": _requirements("requirements-dev.txt")},
+    entry_points={"console_scripts": ["shopstream=pipelines.cli:main"]},
+)

@@ -1,0 +1,500 @@
+"""The Fashion Campus data contract: typed records, safe parsers, validation.
+
+Every reader (CSV replay, JSONL, Pub/Sub, the batch job, the generator's tests) goes
+through these functions, so a record is valid or invalid in the same way everywhere.
+Parsers raise :class:`InvalidRecord` with a human-readable reason; the ``*_or_dead``
+helpers turn that into a :class:`DeadLetter` so callers never see a traceback.
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import datetime as dt
+import io
+import json
+import re
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+
+EVENT_NAMES = frozenset({
+    "HOMEPAGE", "CLICK", "SCROLL", "ITEM_DETAIL", "SEARCH", "ADD_TO_CART",
+    "PROMO_PAGE", "ADD_PROMO", "BOOKING",
+})
+
+CLICK_COLUMNS = ("session_id", "event_name", "event_time", "event_id",
+                 "traffic_source", "event_metadata")
+TRANSACTION_COLUMNS = (
+    "created_at", "customer_id", "booking_id", "session_id", "product_metadata",
+    "payment_method", "payment_status", "promo_amount", "promo_code", "shipment_fee",
+    "shipment_date_limit", "shipment_location_lat", "shipment_location_long",
+    "total_amount")
+CUSTOMER_COLUMNS = (
+    "customer_id", "first_name", "last_name", "username", "email", "gender",
+    "birthdate", "device_type", "device_id", "device_version", "home_location_lat",
+    "home_location_long", "home_location", "home_country", "first_join_date")
+PRODUCT_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType",
+                   "baseColour", "season", "year", "usage", "productDisplayName")
+
+COLUMNS = {
+    "click_stream": CLICK_COLUMNS,
+    "transactions": TRANSACTION_COLUMNS,
+    "customer": CUSTOMER_COLUMNS,
+    "product": PRODUCT_COLUMNS,
+}
+
+#: Literal strings longer than this are refused before parsing (a hostile or corrupt
+#: field must not cost unbounded CPU or memory in ``ast.literal_eval``).
+MAX_LITERAL_CHARS = 20_000
+MAX_RAW_CHARS = 100_000
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_CART_META = re.compile(
+    r"\{'product_id': (\d+), 'quantity': (\d+), 'item_price': (\d+)\}\Z")
+
+
+class InvalidRecord(ValueError):
+    """A record that breaks the data contract; the message is the dead-letter reason."""
+
+
+class DeadLetter(NamedTuple):
+    source: str   # which input or stage, e.g. "click_stream" or "sessions"
+    raw: str      # the record as received
+    reason: str   # human-readable
+    seen_at: str  # ISO-8601 UTC wall-clock time
+
+
+class ClickEvent(NamedTuple):
+    session_id: str
+    event_id: str
+    event_name: str
+    event_time_us: int            # microseconds since the epoch, UTC
+    traffic_source: str
+    product_id: Optional[int] = None
+    quantity: Optional[int] = None
+    item_price: Optional[int] = None
+    payment_status: Optional[str] = None
+    search_keywords: Optional[str] = None
+    promo_code: Optional[str] = None
+    promo_amount: Optional[int] = None
+
+
+class BookingLine(NamedTuple):
+    product_id: int
+    quantity: int
+    item_price: int
+
+
+class Transaction(NamedTuple):
+    created_at_us: int
+    customer_id: int
+    booking_id: str
+    session_id: str
+    lines: tuple  # tuple[BookingLine, ...]
+    payment_method: str
+    payment_status: str
+    promo_amount: int
+    promo_code: str
+    shipment_fee: int
+    shipment_date_limit_us: Optional[int]
+    shipment_location_lat: Optional[float]
+    shipment_location_long: Optional[float]
+    total_amount: int
+
+
+class Customer(NamedTuple):
+    customer_id: int
+    first_name: str
+    last_name: str
+    username: str
+    email: str
+    gender: str
+    birthdate: Optional[dt.date]
+    device_type: str
+    device_id: str
+    device_version: str
+    home_location_lat: Optional[float]
+    home_location_long: Optional[float]
+    home_location: str
+    home_country: str
+    first_join_date: Optional[dt.date]
+
+
+class Product(NamedTuple):
+    id: int
+    gender: str
+    masterCategory: str
+    subCategory: str
+    articleType: str
+    baseColour: str
+    season: str
+    year: Optional[int]
+    usage: str
+    productDisplayName: str
+    brand: str
+
+
+Record = Union[ClickEvent, Transaction, Customer, Product]
+
+
+# --------------------------------------------------------------------------- scalars
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def parse_time_us(value: Any, field: str) -> int:
+    """ISO-8601 → microseconds since the epoch, UTC. Naive times are taken as UTC."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRecord(f"{field} is missing")
+    try:
+        t = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidRecord(f"{field} is not an ISO-8601 timestamp: {_clip(value)!r}") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    delta = t - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def format_time_us(us: int) -> str:
+    """Microseconds since the epoch → the Fashion Campus form ``...T15:54:32.821085Z``."""
+    t = _EPOCH + dt.timedelta(microseconds=us)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def time_us_to_datetime(us: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=us)
+
+
+def _parse_date(value: Any, field: str) -> Optional[dt.date]:
+    if value in (None, ""):
+        return None
+    try:
+        return dt.date.fromisoformat(str(value).strip()[:10])
+    except ValueError:
+        raise InvalidRecord(f"{field} is not a date: {_clip(value)!r}") from None
+
+
+def _int(value: Any, field: str, *, required: bool = True, positive: bool = False) -> Optional[int]:
+    if value is None or value == "":
+        if required:
+            raise InvalidRecord(f"{field} is missing")
+        return None
+    if isinstance(value, bool):
+        raise InvalidRecord(f"{field} is not an integer: {value!r}")
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, float) and value.is_integer():
+        n = int(value)
+    else:
+        s = str(value).strip()
+        try:
+            n = int(s)
+        except ValueError:
+            try:
+                f = float(s)
+            except ValueError:
+                raise InvalidRecord(f"{field} is not an integer: {_clip(value)!r}") from None
+            if not f.is_integer():
+                raise InvalidRecord(f"{field} is not an integer: {_clip(value)!r}") from None
+            n = int(f)
+    if positive and n <= 0:
+        raise InvalidRecord(f"{field} must be a positive integer, got {n}")
+    return n
+
+
+def _float(value: Any, field: str) -> Optional[float]:
+    if value is None or value == "":
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise InvalidRecord(f"{field} is not a number: {_clip(value)!r}") from None
+    if f != f or f in (float("inf"), float("-inf")):
+        raise InvalidRecord(f"{field} is not a finite number: {_clip(value)!r}")
+    return f
+
+
+def _str(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _clip(value: Any, n: int = 80) -> str:
+    s = str(value)
+    return s if len(s) <= n else s[:n] + f"…(+{len(s) - n} chars)"
+
+
+def parse_literal(text: Any, field: str, kind: type) -> Any:
+    """Parse a Python-literal dict/list string safely (never ``eval``).
+
+    Accepts an already-decoded object (JSON messages may carry the dict itself).
+    """
+    if isinstance(text, kind):
+        return text
+    if not isinstance(text, str):
+        raise InvalidRecord(f"{field} must be a {kind.__name__} literal, got {type(text).__name__}")
+    if len(text) > MAX_LITERAL_CHARS:
+        raise InvalidRecord(f"{field} is too large ({len(text)} chars > {MAX_LITERAL_CHARS})")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+        raise InvalidRecord(
+            f"{field} is not a Python literal {kind.__name__}: {type(exc).__name__}") from None
+    if not isinstance(value, kind):
+        raise InvalidRecord(f"{field} is a {type(value).__name__}, not a {kind.__name__}")
+    return value
+
+
+# --------------------------------------------------------------------------- records
+def parse_click(row: Mapping[str, Any]) -> ClickEvent:
+    """Validate one click event (SPEC §2 'Bad input')."""
+    session_id = _str(row.get("session_id")).strip()
+    event_id = _str(row.get("event_id")).strip()
+    if not session_id:
+        raise InvalidRecord("session_id is empty")
+    if not event_id:
+        raise InvalidRecord("event_id is empty")
+    name = _str(row.get("event_name")).strip()
+    if name not in EVENT_NAMES:
+        raise InvalidRecord(f"unknown event_name {_clip(name)!r}")
+    t_us = parse_time_us(row.get("event_time"), "event_time")
+    raw_meta = row.get("event_metadata")
+    source = _str(row.get("traffic_source")).strip()
+    if raw_meta is None or raw_meta == "" or raw_meta == {}:
+        if name == "ADD_TO_CART":
+            raise InvalidRecord("ADD_TO_CART without product_id")
+        return ClickEvent(session_id, event_id, name, t_us, source)
+    if isinstance(raw_meta, str):
+        m = _CART_META.match(raw_meta)
+        if m:  # fast path for the commonest metadata shape; same result as literal_eval
+            pid = int(m.group(1))
+            if pid <= 0:
+                raise InvalidRecord(f"product_id must be a positive integer, got {pid}")
+            return ClickEvent(session_id, event_id, name, t_us, source,
+                              pid, int(m.group(2)), int(m.group(3)))
+    meta = parse_literal(raw_meta, "event_metadata", dict)
+    product_id = _int(meta.get("product_id"), "product_id", required=name == "ADD_TO_CART",
+                      positive=True)
+    promo_amount = _int(meta.get("promo_amount"), "promo_amount", required=False)
+    return ClickEvent(
+        session_id, event_id, name, t_us, source, product_id,
+        _int(meta.get("quantity"), "quantity", required=False),
+        _int(meta.get("item_price"), "item_price", required=False),
+        _opt_str(meta.get("payment_status")),
+        _opt_str(meta.get("search_keywords")),
+        _opt_str(meta.get("promo_code")),
+        promo_amount,
+    )
+
+
+def _opt_str(v: Any) -> Optional[str]:
+    return None if v is None else str(v)
+
+
+def parse_transaction(row: Mapping[str, Any]) -> Transaction:
+    booking_id = _str(row.get("booking_id")).strip()
+    session_id = _str(row.get("session_id")).strip()
+    if not booking_id:
+        raise InvalidRecord("booking_id is empty")
+    if not session_id:
+        raise InvalidRecord("session_id is empty")
+    items = parse_literal(row.get("product_metadata"), "product_metadata", list)
+    lines = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InvalidRecord(f"product_metadata[{i}] is not a dict")
+        lines.append(BookingLine(
+            _int(item.get("product_id"), f"product_metadata[{i}].product_id", positive=True),
+            _int(item.get("quantity"), f"product_metadata[{i}].quantity", positive=True),
+            _int(item.get("item_price"), f"product_metadata[{i}].item_price"),
+        ))
+    status = _str(row.get("payment_status")).strip()
+    if status not in ("Success", "Failed"):
+        raise InvalidRecord(f"payment_status must be Success or Failed, got {_clip(status)!r}")
+    limit = row.get("shipment_date_limit")
+    return Transaction(
+        parse_time_us(row.get("created_at"), "created_at"),
+        _int(row.get("customer_id"), "customer_id"),
+        booking_id, session_id, tuple(lines),
+        _str(row.get("payment_method")).strip(), status,
+        _int(row.get("promo_amount"), "promo_amount", required=False) or 0,
+        _str(row.get("promo_code")).strip(),
+        _int(row.get("shipment_fee"), "shipment_fee", required=False) or 0,
+        parse_time_us(limit, "shipment_date_limit") if limit else None,
+        _float(row.get("shipment_location_lat"), "shipment_location_lat"),
+        _float(row.get("shipment_location_long"), "shipment_location_long"),
+        _int(row.get("total_amount"), "total_amount"),
+    )
+
+
+def parse_customer(row: Mapping[str, Any]) -> Customer:
+    return Customer(
+        _int(row.get("customer_id"), "customer_id"),
+        *(_str(row.get(c)) for c in ("first_name", "last_name", "username", "email")),
+        _str(row.get("gender")).strip(),
+        _parse_date(row.get("birthdate"), "birthdate"),
+        *(_str(row.get(c)) for c in ("device_type", "device_id", "device_version")),
+        _float(row.get("home_location_lat"), "home_location_lat"),
+        _float(row.get("home_location_long"), "home_location_long"),
+        _str(row.get("home_location")).strip(),
+        _str(row.get("home_country")).strip(),
+        _parse_date(row.get("first_join_date"), "first_join_date"),
+    )
+
+
+#: Words that end the brand part of a productDisplayName ("Puma Men Blue Shoes").
+_GENDER_WORDS = frozenset({"men", "women", "boys", "girls", "unisex", "kids", "men's",
+                           "women's", "mens", "womens", "boy", "girl", "baby", "infant"})
+
+
+def brand_of(display_name: str, max_words: int = 3) -> str:
+    """The brand is the leading word(s) of productDisplayName, up to the gender word.
+
+    "Puma Men Blue Shoes" → "Puma"; "Peter England Men Party Jeans" → "Peter England".
+    Without a gender word within ``max_words`` words, the first word is the brand.
+    """
+    words = display_name.split()
+    for i, w in enumerate(words[: max_words + 1]):
+        if w.lower() in _GENDER_WORDS:
+            return " ".join(words[:i]) if i else ""
+    return words[0] if words else ""
+
+
+def parse_product(row: Mapping[str, Any]) -> Product:
+    name = _str(row.get("productDisplayName")).strip()
+    year = row.get("year")
+    return Product(
+        _int(row.get("id"), "id", positive=True),
+        *(_str(row.get(c)).strip() for c in PRODUCT_COLUMNS[1:7]),
+        _int(year, "year", required=False),
+        _str(row.get("usage")).strip(),
+        name,
+        brand_of(name),
+    )
+
+
+PARSERS = {
+    "click_stream": parse_click,
+    "transactions": parse_transaction,
+    "customer": parse_customer,
+    "product": parse_product,
+}
+
+
+# --------------------------------------------------------------------------- fields
+def fields_to_row(kind: str, fields: Sequence[str]) -> dict:
+    """Map CSV fields to column names, repairing product names with unquoted commas."""
+    cols = COLUMNS[kind]
+    if len(fields) != len(cols):
+        if kind == "product" and len(fields) > len(cols):
+            fields = list(fields[: len(cols) - 1]) + [",".join(fields[len(cols) - 1:])]
+        else:
+            raise InvalidRecord(
+                f"wrong field count: expected {len(cols)} {kind} fields, got {len(fields)}")
+    return dict(zip(cols, fields))
+
+
+def parse_fields(kind: str, fields: Sequence[str]) -> Record:
+    return PARSERS[kind](fields_to_row(kind, fields))
+
+
+def parse_csv_line(kind: str, line: str) -> Record:
+    if len(line) > MAX_RAW_CHARS:
+        raise InvalidRecord(f"line too long ({len(line)} chars > {MAX_RAW_CHARS})")
+    try:
+        fields = next(csv.reader([line]))
+    except (csv.Error, StopIteration) as exc:
+        raise InvalidRecord(f"unreadable CSV line: {exc}") from None
+    return parse_fields(kind, fields)
+
+
+def parse_json(kind: str, payload: Union[str, bytes]) -> Record:
+    """One JSON object (a Pub/Sub message or a JSONL line) with the CSV field names."""
+    if len(payload) > MAX_RAW_CHARS:
+        raise InvalidRecord(f"message too large ({len(payload)} bytes > {MAX_RAW_CHARS})")
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRecord(f"not valid JSON: {exc.__class__.__name__}: {_clip(exc, 60)}") from None
+    if not isinstance(obj, dict):
+        raise InvalidRecord(f"JSON record must be an object, got {type(obj).__name__}")
+    missing = [c for c in COLUMNS[kind] if c not in obj and c not in _OPTIONAL_JSON[kind]]
+    if missing:
+        raise InvalidRecord(f"missing field(s): {', '.join(missing)}")
+    return PARSERS[kind](obj)
+
+
+_OPTIONAL_JSON = {
+    "click_stream": {"event_metadata", "traffic_source"},
+    "transactions": {"promo_code", "promo_amount", "shipment_fee", "shipment_date_limit",
+                     "shipment_location_lat", "shipment_location_long"},
+    "customer": set(CUSTOMER_COLUMNS) - {"customer_id"},
+    "product": set(PRODUCT_COLUMNS) - {"id"},
+}
+
+
+def dead_letter(source: str, raw: Any, reason: str) -> DeadLetter:
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    elif not isinstance(raw, str):
+        raw = ",".join(map(str, raw)) if isinstance(raw, (list, tuple)) else str(raw)
+    return DeadLetter(source, raw[:MAX_RAW_CHARS], reason, now_iso())
+
+
+def parse_or_dead(kind: str, raw: Union[str, bytes], fmt: str = "csv") -> Union[Record, DeadLetter]:
+    """Parse one CSV line or JSON payload; never raises for bad input."""
+    try:
+        if fmt == "json":
+            return parse_json(kind, raw)
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        return parse_csv_line(kind, text)
+    except InvalidRecord as exc:
+        return dead_letter(kind, raw, str(exc))
+    except UnicodeDecodeError:
+        return dead_letter(kind, raw, "not valid UTF-8")
+
+
+def iter_csv_text(kind: str, lines: Iterable[str], source: Optional[str] = None
+                  ) -> Iterator[Union[Record, DeadLetter]]:
+    """Parse CSV text (header first) record by record; bad rows become DeadLetters."""
+    source = source or kind
+    reader = csv.reader(lines)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        yield dead_letter(source, "", f"unreadable CSV header: {exc}")
+        return
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    if tuple(header) != COLUMNS[kind]:
+        yield dead_letter(source, ",".join(header),
+                          f"unexpected {kind} header; expected {','.join(COLUMNS[kind])}")
+        return
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield dead_letter(source, "", f"unreadable CSV line {reader.line_num}: {exc}")
+            continue
+        if not fields:
+            continue
+        try:
+            yield parse_fields(kind, fields)
+        except InvalidRecord as exc:
+            yield dead_letter(source, _fields_raw(fields), str(exc))
+
+
+def _fields_raw(fields: Sequence[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(fields)
+    return buf.getvalue()
+
+
+def read_csv_records(path: str, kind: str) -> Iterator[Union[Record, DeadLetter]]:
+    """Read a local or ``gs://`` CSV file of ``kind`` (header row required)."""
+    from apache_beam.io.filesystems import FileSystems  # local import: keeps pure users light
+
+    with FileSystems.open(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+        yield from iter_csv_text(kind, text, source=kind)

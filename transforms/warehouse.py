@@ -1,0 +1,270 @@
+"""The warehouse behind a TARGET string: an embedded DuckDB file or a BigQuery dataset.
+
+Both sides use the same table names and the JSON schemas in ``transforms/schemas/`` (the
+BigQuery schema format, plus ``key`` — the columns that identify a row, so that a rerun
+replaces rows instead of duplicating them).
+"""
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import json
+import logging
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Union
+
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+SCHEMA_DIR = Path(__file__).with_name("schemas")
+TABLES = tuple(sorted(p.stem for p in SCHEMA_DIR.glob("*.json")))
+
+_ARROW_TYPES = {
+    "STRING": pa.string(), "INTEGER": pa.int64(), "FLOAT": pa.float64(),
+    "BOOLEAN": pa.bool_(), "TIMESTAMP": pa.timestamp("us", tz="UTC"), "DATE": pa.date32(),
+}
+_DUCK_TYPES = {
+    "STRING": "VARCHAR", "INTEGER": "BIGINT", "FLOAT": "DOUBLE", "BOOLEAN": "BOOLEAN",
+    "TIMESTAMP": "TIMESTAMPTZ", "DATE": "DATE",
+}
+
+
+@lru_cache(maxsize=None)
+def table_schema(table: str) -> dict:
+    """The JSON schema of a SPEC §4 table: ``fields``, ``key`` and partitioning hints."""
+    path = SCHEMA_DIR / f"{table}.json"
+    if not path.exists():
+        raise KeyError(f"unknown warehouse table {table!r}; known: {', '.join(TABLES)}")
+    return json.loads(path.read_text())
+
+
+def column_names(table: str) -> List[str]:
+    return [f["name"] for f in table_schema(table)["fields"]]
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    return pa.schema([pa.field(f["name"], _ARROW_TYPES[f["type"]], f["mode"] != "REQUIRED")
+                      for f in table_schema(table)["fields"]])
+
+
+def _coerce(value: Any, typ: str) -> Any:
+    if value is None:
+        return None
+    if typ == "TIMESTAMP":
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        elif isinstance(value, (int, float)):  # microseconds since the epoch
+            value = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=value)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value
+    if typ == "DATE" and isinstance(value, str):
+        return dt.date.fromisoformat(value[:10])
+    if typ == "DATE" and isinstance(value, dt.datetime):
+        return value.date()
+    return value
+
+
+def to_arrow(table: str, rows: Union[pa.Table, Iterable[Mapping[str, Any]]]) -> pa.Table:
+    """Rows (dicts, extra keys ignored) or an Arrow table → an Arrow table of the schema."""
+    schema = arrow_schema(table)
+    if isinstance(rows, pa.Table):
+        return rows.select(schema.names).cast(schema)
+    fields = table_schema(table)["fields"]
+    cols = {f["name"]: [] for f in fields}
+    for row in rows:
+        for f in fields:
+            cols[f["name"]].append(_coerce(row.get(f["name"]), f["type"]))
+    return pa.table(cols, schema=schema)
+
+
+class Warehouse(abc.ABC):
+    """Write and read SPEC §4 tables. Modes: ``replace`` (the whole table), ``upsert``
+    (rows replace rows with the same key), ``append``."""
+
+    target: str
+
+    @abc.abstractmethod
+    def write(self, table: str, rows, mode: str = "upsert") -> int:
+        """Write rows; returns how many were written."""
+
+    @abc.abstractmethod
+    def query(self, sql: str) -> List[dict]:
+        """Run SQL and return the rows as dicts."""
+
+    def ref(self, table: str) -> str:
+        """The table's name as written in SQL for this warehouse."""
+        return table
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class DuckDBWarehouse(Warehouse):
+    def __init__(self, path: str):
+        import duckdb
+
+        self.target = path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect(path)
+        self.con.execute("SET TimeZone='UTC'")
+
+    def ensure(self, table: str) -> None:
+        schema = table_schema(table)
+        cols = ", ".join(
+            f'"{f["name"]}" {_DUCK_TYPES[f["type"]]}'
+            + (" NOT NULL" if f["mode"] == "REQUIRED" else "") for f in schema["fields"])
+        key = schema.get("key") or []
+        pk = f", PRIMARY KEY ({', '.join(repr(k).replace(chr(39), chr(34)) for k in key)})" if key else ""
+        self.con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({cols}{pk})')
+
+    def write(self, table: str, rows, mode: str = "upsert") -> int:
+        data = to_arrow(table, rows)
+        return self._write_relation(table, data, "data", mode, data.num_rows)
+
+    def load_parquet(self, table: str, pattern: str, mode: str = "upsert") -> int:
+        """Load Parquet files written by a pipeline (fast path for large tables)."""
+        names = ", ".join(f'"{c}"' for c in column_names(table))
+        rel = f"(SELECT {names} FROM read_parquet('{pattern}', union_by_name=true))"
+        n = self.con.execute(f"SELECT count(*) FROM {rel}").fetchone()[0]
+        return self._write_relation(table, None, rel, mode, n)
+
+    def _write_relation(self, table: str, data, rel: str, mode: str, n: int) -> int:
+        if mode not in ("replace", "upsert", "append"):
+            raise ValueError(f"unknown write mode {mode!r}")
+        key = table_schema(table).get("key") or []
+        names = ", ".join(f'"{c}"' for c in column_names(table))
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            if mode == "replace":
+                self.con.execute(f'DROP TABLE IF EXISTS "{table}"')
+            self.ensure(table)
+            verb = "INSERT OR REPLACE" if (mode == "upsert" and key) else "INSERT"
+            if data is not None:
+                self.con.register("data", data)
+            self.con.execute(f'{verb} INTO "{table}" ({names}) SELECT {names} FROM {rel}')
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+        finally:
+            if data is not None:
+                self.con.unregister("data")
+        return n
+
+    def query(self, sql: str) -> List[dict]:
+        cur = self.con.execute(sql)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class BigQueryWarehouse(Warehouse):
+    """``bq://PROJECT.DATASET``: load jobs for writes (idempotent via MERGE on the key)."""
+
+    def __init__(self, project: str, dataset: str, client=None):
+        from google.cloud import bigquery
+
+        self.bigquery = bigquery
+        self.project, self.dataset = project, dataset
+        self.target = f"bq://{project}.{dataset}"
+        self.client = client or bigquery.Client(project=project)
+        self.client.create_dataset(f"{project}.{dataset}", exists_ok=True)
+
+    def ref(self, table: str) -> str:
+        return f"`{self.project}.{self.dataset}.{table}`"
+
+    def _table(self, table: str, name: Optional[str] = None):
+        bq = self.bigquery
+        schema = table_schema(table)
+        t = bq.Table(f"{self.project}.{self.dataset}.{name or table}",
+                     schema=[bq.SchemaField.from_api_repr(f) for f in schema["fields"]])
+        part = schema.get("timePartitioning")
+        if part and name is None:
+            t.time_partitioning = bq.TimePartitioning(type_=part["type"], field=part["field"])
+        if schema.get("clustering") and name is None:
+            t.clustering_fields = schema["clustering"][:4]
+        return t
+
+    def ensure(self, table: str) -> None:
+        self.client.create_table(self._table(table), exists_ok=True)
+
+    def write(self, table: str, rows, mode: str = "upsert") -> int:
+        bq = self.bigquery
+        data = to_arrow(table, rows)
+        key = table_schema(table).get("key") or []
+        if mode == "upsert" and key:
+            self.ensure(table)
+            staging = f"_staging_{table}_{uuid.uuid4().hex[:8]}"
+            self._load(self._table(table, staging), data, bq.WriteDisposition.WRITE_TRUNCATE)
+            try:
+                names = column_names(table)
+                on = " AND ".join(f"T.`{k}` = S.`{k}`" for k in key)
+                sets = ", ".join(f"`{c}` = S.`{c}`" for c in names if c not in key)
+                cols = ", ".join(f"`{c}`" for c in names)
+                self.client.query(
+                    f"MERGE {self.ref(table)} T USING {self.ref(staging)} S ON {on} "
+                    f"WHEN MATCHED THEN UPDATE SET {sets or ', '.join(f'`{k}` = S.`{k}`' for k in key)} "
+                    f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({cols})").result()
+            finally:
+                self.client.delete_table(f"{self.project}.{self.dataset}.{staging}", not_found_ok=True)
+        else:
+            disposition = (bq.WriteDisposition.WRITE_TRUNCATE if mode == "replace"
+                           else bq.WriteDisposition.WRITE_APPEND)
+            self.ensure(table)
+            self._load(self._table(table), data, disposition)
+        return data.num_rows
+
+    def _load(self, table_obj, data: pa.Table, disposition) -> None:
+        bq = self.bigquery
+        rows = [{k: _jsonable(v) for k, v in r.items()} for r in data.to_pylist()]
+        cfg = bq.LoadJobConfig(schema=table_obj.schema, write_disposition=disposition,
+                               source_format=bq.SourceFormat.NEWLINE_DELIMITED_JSON)
+        self.client.load_table_from_json(rows, table_obj, job_config=cfg).result()
+
+    def query(self, sql: str) -> List[dict]:
+        return [dict(r.items()) for r in self.client.query(sql).result()]
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (dt.datetime, dt.date)):
+        return v.isoformat()
+    return v
+
+
+def parse_target(target: str) -> tuple:
+    """``bq://PROJECT.DATASET`` → ("bigquery", project, dataset); else ("duckdb", path)."""
+    if target.startswith("bq://"):
+        rest = target[len("bq://"):]
+        project, _, dataset = rest.partition(".")
+        if not project or not dataset or "." in dataset:
+            raise ValueError(f"BigQuery target must look like bq://PROJECT.DATASET, got {target!r}")
+        return ("bigquery", project, dataset)
+    if not target:
+        raise ValueError("warehouse target is empty")
+    return ("duckdb", target)
+
+
+def open_warehouse(target: str) -> Warehouse:
+    kind, *parts = parse_target(target)
+    if kind == "bigquery":
+        return BigQueryWarehouse(*parts)
+    return DuckDBWarehouse(parts[0])
+
+
+def dead_letter_rows(dead: Sequence) -> List[dict]:
+    """DeadLetter records → ``dead_letter`` table rows."""
+    return [{"source": d.source, "raw": d.raw, "reason": d.reason, "seen_at": d.seen_at}
+            for d in dead]
