@@ -11,7 +11,7 @@ REDIS_PORT ?= 6390
 REDIS_URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps demo demo-data demo-redis demo-replay demo-batch demo-rankings test bench clean redis-stop
+.PHONY: help install system-deps test-deps demo demo-data demo-redis demo-replay demo-batch demo-rankings test bench clean redis-stop
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -52,12 +52,22 @@ demo: install demo-data demo-redis  ## install, generate data, replay into DuckD
 	$(BIN)/shopstream rankings products --horizon all --redis $(REDIS_URL)
 	$(BIN)/shopstream rankings brands --horizon 24h --redis $(REDIS_URL)
 
-test: install  ## run the test suite (starts its own redis-server and emulators)
+test-deps: system-deps  ## headless Chromium for the browser tests (Debian package)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
+	  echo "installing chromium (Debian package) for the browser tests…"; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || \
+	    echo "could not install chromium: the browser tests will be skipped" >&2; }
+
+test: install test-deps  ## run the test suite (starts its own redis-server and emulators)
 	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 
 bench: install  ## benchmarks (throughput, memory) printed as tables
-	$(PY) -m tests.bench.run
+	$(PY) -m tests.bench.run $(BENCH_ARGS)
 
 clean:  ## remove generated data, warehouses and artifacts (keeps .venv)
 	rm -rf data warehouse artifacts bench-results
+
+# Google Cloud targets (template-build, template-run-*, replay-gcs, schedule-batch)
+-include templates/cloud.mk
