@@ -47,8 +47,12 @@ MAX_LITERAL_CHARS = 20_000
 MAX_RAW_CHARS = 100_000
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+#: Fast path for the commonest metadata. Numbers are plain decimals without leading zeros
+#: and at most 18 digits (so within INT64) — anything else takes the literal_eval path.
+_NUM = r"(0|[1-9]\d{0,17})"
 _CART_META = re.compile(
-    r"\{'product_id': (\d+), 'quantity': (\d+), 'item_price': (\d+)\}\Z")
+    rf"\{{'product_id': {_NUM}, 'quantity': {_NUM}, 'item_price': {_NUM}\}}\Z")
+_INT64_MAX = 2**63 - 1
 
 
 class InvalidRecord(ValueError):
@@ -142,8 +146,10 @@ def now_iso() -> str:
 
 def parse_time_us(value: Any, field: str) -> int:
     """ISO-8601 → microseconds since the epoch, UTC. Naive times are taken as UTC."""
-    if not isinstance(value, str) or not value.strip():
+    if value is None or (isinstance(value, str) and not value.strip()):
         raise InvalidRecord(f"{field} is missing")
+    if not isinstance(value, str):
+        raise InvalidRecord(f"{field} is not an ISO-8601 timestamp string: {_clip(value)!r}")
     try:
         t = dt.datetime.fromisoformat(value.strip())
     except ValueError:
@@ -197,7 +203,9 @@ def _int(value: Any, field: str, *, required: bool = True, positive: bool = Fals
                 raise InvalidRecord(f"{field} is not an integer: {_clip(value)!r}") from None
             n = int(f)
     if positive and n <= 0:
-        raise InvalidRecord(f"{field} must be a positive integer, got {n}")
+        raise InvalidRecord(f"{field} must be a positive integer, got {_clip(n)}")
+    if not -_INT64_MAX <= n <= _INT64_MAX:
+        raise InvalidRecord(f"{field} is out of the 64-bit integer range: {_clip(n)}")
     return n
 
 
@@ -345,13 +353,13 @@ _GENDER_WORDS = frozenset({"men", "women", "boys", "girls", "unisex", "kids", "m
                            "women's", "mens", "womens", "boy", "girl", "baby", "infant"})
 
 
-def brand_of(display_name: str, max_words: int = 3) -> str:
+def brand_of(display_name: str, max_words: int = 4) -> str:
     """The brand is the leading word(s) of productDisplayName, up to the gender word.
 
     "Puma Men Blue Shoes" → "Puma"; "Peter England Men Party Jeans" → "Peter England".
     Without a gender word within ``max_words`` words, the first word is the brand.
     """
-    words = display_name.split()
+    words = display_name.replace(",", " ").split()  # "Puma, Men ..." (repaired rows)
     for i, w in enumerate(words[: max_words + 1]):
         if w.lower() in _GENDER_WORDS:
             return " ".join(words[:i]) if i else ""
@@ -412,6 +420,8 @@ def parse_json(kind: str, payload: Union[str, bytes]) -> Record:
         raise InvalidRecord(f"message too large ({len(payload)} bytes > {MAX_RAW_CHARS})")
     try:
         obj = json.loads(payload)
+    except RecursionError:
+        raise InvalidRecord("not valid JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRecord(f"not valid JSON: {exc.__class__.__name__}: {_clip(exc, 60)}") from None
     if not isinstance(obj, dict):
@@ -450,6 +460,8 @@ def parse_or_dead(kind: str, raw: Union[str, bytes], fmt: str = "csv") -> Union[
         return dead_letter(kind, raw, str(exc))
     except UnicodeDecodeError:
         return dead_letter(kind, raw, "not valid UTF-8")
+    except Exception as exc:  # a parser bug must not stop the pipeline: dead-letter it
+        return dead_letter(kind, raw, f"unexpected parser error: {type(exc).__name__}: {_clip(exc)}")
 
 
 def iter_csv_text(kind: str, lines: Iterable[str], source: Optional[str] = None
@@ -480,9 +492,13 @@ def iter_csv_text(kind: str, lines: Iterable[str], source: Optional[str] = None
         if not fields:
             continue
         try:
-            yield parse_fields(kind, fields)
+            rec = parse_fields(kind, fields)
         except InvalidRecord as exc:
-            yield dead_letter(source, _fields_raw(fields), str(exc))
+            rec = dead_letter(source, _fields_raw(fields), str(exc))
+        except Exception as exc:  # a parser bug must not stop the file: dead-letter it
+            rec = dead_letter(source, _fields_raw(fields),
+                              f"unexpected parser error: {type(exc).__name__}: {_clip(exc)}")
+        yield rec
 
 
 def _fields_raw(fields: Sequence[str]) -> str:

@@ -26,6 +26,7 @@ _ARROW_TYPES = {
     "STRING": pa.string(), "INTEGER": pa.int64(), "FLOAT": pa.float64(),
     "BOOLEAN": pa.bool_(), "TIMESTAMP": pa.timestamp("us", tz="UTC"), "DATE": pa.date32(),
 }
+_ORD = "_shopstream_ord"  # write order of staged rows (the last row for a key wins)
 _DUCK_TYPES = {
     "STRING": "VARCHAR", "INTEGER": "BIGINT", "FLOAT": "DOUBLE", "BOOLEAN": "BOOLEAN",
     "TIMESTAMP": "TIMESTAMPTZ", "DATE": "DATE",
@@ -81,6 +82,17 @@ def to_arrow(table: str, rows: Union[pa.Table, Iterable[Mapping[str, Any]]]) -> 
     return pa.table(cols, schema=schema)
 
 
+def dedupe_last(data: pa.Table, key: Sequence[str]) -> pa.Table:
+    """Keep the last row for each key (NULL keys compare equal), in first-seen order."""
+    if not key or data.num_rows < 2:
+        return data
+    idx = pa.array(range(data.num_rows), pa.int64())
+    last = (data.select(list(key)).append_column(_ORD, idx)
+            .group_by(list(key), use_threads=False).aggregate([(_ORD, "max")]))
+    keep = last[f"{_ORD}_max"].to_pylist()
+    return data if len(keep) == data.num_rows else data.take(sorted(keep))
+
+
 class Warehouse(abc.ABC):
     """Write and read SPEC §4 tables. Modes: ``replace`` (the whole table), ``upsert``
     (rows replace rows with the same key), ``append``."""
@@ -120,39 +132,57 @@ class DuckDBWarehouse(Warehouse):
         self.con.execute("SET TimeZone='UTC'")
 
     def ensure(self, table: str) -> None:
+        # No PRIMARY KEY: DuckDB makes key columns NOT NULL, but some keys are nullable
+        # (daily_sales' dimensions); upsert matches keys with IS NOT DISTINCT FROM instead.
         schema = table_schema(table)
         cols = ", ".join(
             f'"{f["name"]}" {_DUCK_TYPES[f["type"]]}'
             + (" NOT NULL" if f["mode"] == "REQUIRED" else "") for f in schema["fields"])
-        key = schema.get("key") or []
-        pk = f", PRIMARY KEY ({', '.join(repr(k).replace(chr(39), chr(34)) for k in key)})" if key else ""
-        self.con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({cols}{pk})')
+        self.con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({cols})')
 
     def write(self, table: str, rows, mode: str = "upsert") -> int:
         data = to_arrow(table, rows)
-        return self._write_relation(table, data, "data", mode, data.num_rows)
+        data = data.append_column(_ORD, pa.array(range(data.num_rows), pa.int64()))
+        return self._write_relation(table, data, "data", mode, data.num_rows, [_ORD])
 
     def load_parquet(self, table: str, pattern: str, mode: str = "upsert") -> int:
         """Load Parquet files written by a pipeline (fast path for large tables)."""
         names = ", ".join(f'"{c}"' for c in column_names(table))
-        rel = f"(SELECT {names} FROM read_parquet('{pattern}', union_by_name=true))"
+        quoted = pattern.replace("'", "''")
+        rel = (f"(SELECT {names}, filename AS {_ORD}_f, file_row_number AS {_ORD} FROM "
+               f"read_parquet('{quoted}', union_by_name=true, filename=true, file_row_number=true))")
         n = self.con.execute(f"SELECT count(*) FROM {rel}").fetchone()[0]
-        return self._write_relation(table, None, rel, mode, n)
+        return self._write_relation(table, None, rel, mode, n, [f"{_ORD}_f", _ORD])
 
-    def _write_relation(self, table: str, data, rel: str, mode: str, n: int) -> int:
+    def _write_relation(self, table: str, data, rel: str, mode: str, n: int,
+                        order: Sequence[str]) -> int:
+        """Write ``rel`` in one transaction. Upsert: rows replace rows whose key is not
+        distinct (NULL matches NULL); within one write the last row for a key wins."""
         if mode not in ("replace", "upsert", "append"):
             raise ValueError(f"unknown write mode {mode!r}")
         key = table_schema(table).get("key") or []
         names = ", ".join(f'"{c}"' for c in column_names(table))
         self.con.execute("BEGIN TRANSACTION")
         try:
+            if data is not None:
+                self.con.register("data", data)
             if mode == "replace":
                 self.con.execute(f'DROP TABLE IF EXISTS "{table}"')
             self.ensure(table)
-            verb = "INSERT OR REPLACE" if (mode == "upsert" and key) else "INSERT"
-            if data is not None:
-                self.con.register("data", data)
-            self.con.execute(f'{verb} INTO "{table}" ({names}) SELECT {names} FROM {rel}')
+            if mode == "upsert" and key:
+                part = ", ".join(f'"{k}"' for k in key)
+                last = ", ".join(f'"{c}" DESC' for c in order)
+                stage = f"_upsert_{uuid.uuid4().hex[:12]}"
+                self.con.execute(
+                    f'CREATE TEMP TABLE "{stage}" AS SELECT {names} FROM {rel} '
+                    f"QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY {last}) = 1")
+                match = " AND ".join(f'T."{k}" IS NOT DISTINCT FROM S."{k}"' for k in key)
+                self.con.execute(f'DELETE FROM "{table}" T WHERE EXISTS '
+                                 f'(SELECT 1 FROM "{stage}" S WHERE {match})')
+                self.con.execute(f'INSERT INTO "{table}" ({names}) SELECT {names} FROM "{stage}"')
+                self.con.execute(f'DROP TABLE "{stage}"')
+            else:
+                self.con.execute(f'INSERT INTO "{table}" ({names}) SELECT {names} FROM {rel}')
             self.con.execute("COMMIT")
         except Exception:
             self.con.execute("ROLLBACK")
@@ -206,12 +236,13 @@ class BigQueryWarehouse(Warehouse):
         data = to_arrow(table, rows)
         key = table_schema(table).get("key") or []
         if mode == "upsert" and key:
+            data = dedupe_last(data, key)  # MERGE fails if a target row matches 2 source rows
             self.ensure(table)
             staging = f"_staging_{table}_{uuid.uuid4().hex[:8]}"
             self._load(self._table(table, staging), data, bq.WriteDisposition.WRITE_TRUNCATE)
             try:
                 names = column_names(table)
-                on = " AND ".join(f"T.`{k}` = S.`{k}`" for k in key)
+                on = " AND ".join(f"T.`{k}` IS NOT DISTINCT FROM S.`{k}`" for k in key)
                 sets = ", ".join(f"`{c}` = S.`{c}`" for c in names if c not in key)
                 cols = ", ".join(f"`{c}`" for c in names)
                 self.client.query(
