@@ -1,0 +1,423 @@
+"""Engagement per product (SPEC §2 "Engagement per product").
+
+Pure functions (no Beam needed) turn one enriched click event or one transaction into
+``(product_id, Engagement)`` contributions and add them up; :class:`EngagementCombineFn`
+does the same inside Beam, and :class:`ProductEngagement` windows the contributions per
+ranking horizon (``1h``, ``24h`` sliding in event time, ``all`` in the global window).
+
+Per product: click_count, item_detail_count, add_to_cart_count, homepage_count (events of
+that type carrying, or inferred to carry, the product), total_dwell_seconds (dwell summed
+over events of any type carrying or inferred to carry it; a null dwell counts 0) and
+purchases (units in booking lines of ``payment_status == "Success"`` transactions).
+
+Order independence: dwell is accumulated as integer microseconds, so a sum never depends on
+arrival order or bundle boundaries (float addition is not associative).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.transforms import trigger, window
+from apache_beam.utils.timestamp import MAX_TIMESTAMP
+
+from models.scoring import FEATURES  # the six features, in SPEC order
+
+#: event_name → the count feature it increments (other events only add dwell).
+EVENT_COUNTS = {
+    "CLICK": "click_count",
+    "ITEM_DETAIL": "item_detail_count",
+    "ADD_TO_CART": "add_to_cart_count",
+    "HOMEPAGE": "homepage_count",
+}
+
+#: The ranking horizons and their sliding-window sizes in seconds (None = all time).
+HORIZONS = ("1h", "24h", "all")
+HORIZON_SIZES = {"1h": 3600, "24h": 86400, "all": None}
+DEFAULT_PERIODS = {"1h": 300, "24h": 3600}
+
+
+class Engagement(NamedTuple):
+    """One product's engagement over some span of event time.
+
+    ``last_seen_us`` is the event time (µs since the epoch) of the latest record that
+    contributed; it tells the ranker how far the all-time rankings are current.
+    """
+    click_count: int = 0
+    item_detail_count: int = 0
+    add_to_cart_count: int = 0
+    homepage_count: int = 0
+    total_dwell_seconds: float = 0.0
+    purchases: int = 0
+    last_seen_us: Optional[int] = None
+
+    def features(self) -> Tuple[float, ...]:
+        """The six SPEC features, in :data:`FEATURES` order."""
+        return tuple(self[:6])
+
+    @property
+    def records(self) -> int:
+        """Counted events (click, item detail, add to cart, homepage) plus units bought:
+        grows with every accumulating pane of a window (orders snapshots of it)."""
+        return (self.click_count + self.item_detail_count + self.add_to_cart_count
+                + self.homepage_count + self.purchases)
+
+
+if Engagement._fields[:6] != FEATURES:  # pragma: no cover - guards a future edit
+    raise ImportError("Engagement fields must follow models.scoring.FEATURES")
+
+
+# --------------------------------------------------------------------------- pure
+_COUNT_INDEX = {name: FEATURES.index(f) for name, f in EVENT_COUNTS.items()}
+_DWELL, _PURCHASES, _LAST = 4, 5, 6  # accumulator slots (see _new_acc)
+
+
+def _new_acc() -> list:
+    # [click, item_detail, add_to_cart, homepage, dwell_us, purchases, last_seen_us]
+    return [0, 0, 0, 0, 0, 0, None]
+
+
+def _dwell_us(seconds: Optional[float]) -> int:
+    if seconds is None or seconds != seconds or seconds <= 0:
+        return 0
+    return int(round(seconds * 1_000_000))
+
+
+def _max_opt(a: Optional[int], b: Optional[int]) -> Optional[int]:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if a >= b else b
+
+
+def event_contribution(event: Any) -> List[Tuple[int, list]]:
+    """One enriched event → ``[(product_id, accumulator)]`` (empty without a product).
+
+    Works on anything with ``product_id``, ``event_name``, ``event_time_us`` and
+    (optionally) ``dwell_seconds`` — an ``EnrichedEvent`` or a plain ``ClickEvent``.
+    """
+    pid = getattr(event, "product_id", None)
+    if pid is None:
+        return []
+    acc = _new_acc()
+    idx = _COUNT_INDEX.get(event.event_name)
+    if idx is not None:
+        acc[idx] = 1
+    acc[_DWELL] = _dwell_us(getattr(event, "dwell_seconds", None))
+    acc[_LAST] = getattr(event, "event_time_us", None)
+    return [(int(pid), acc)]
+
+
+def transaction_contribution(txn: Any) -> List[Tuple[int, list]]:
+    """One transaction → a purchases contribution per booking line (Success only)."""
+    if getattr(txn, "payment_status", None) != "Success":
+        return []
+    out = []
+    for line in txn.lines:
+        acc = _new_acc()
+        acc[_PURCHASES] = int(line.quantity)
+        acc[_LAST] = getattr(txn, "created_at_us", None)
+        out.append((int(line.product_id), acc))
+    return out
+
+
+def engagement_to_acc(e: Engagement) -> list:
+    return [e.click_count, e.item_detail_count, e.add_to_cart_count, e.homepage_count,
+            _dwell_us(e.total_dwell_seconds), e.purchases, e.last_seen_us]
+
+
+def _add_into(total: list, part: list) -> None:
+    for i in range(6):
+        total[i] += part[i]
+    total[_LAST] = _max_opt(total[_LAST], part[_LAST])
+
+
+def acc_to_engagement(acc: list) -> Engagement:
+    return Engagement(acc[0], acc[1], acc[2], acc[3], acc[_DWELL] / 1_000_000,
+                      acc[_PURCHASES], acc[_LAST])
+
+
+def merge_engagements(*items: Engagement) -> Engagement:
+    """Add up engagements of the same product (order-independent)."""
+    total = _new_acc()
+    for e in items:
+        _add_into(total, engagement_to_acc(e))
+    return acc_to_engagement(total)
+
+
+def compute_engagement(events: Iterable[Any] = (), transactions: Iterable[Any] = ()
+                       ) -> Dict[int, Engagement]:
+    """All events and transactions → ``{product_id: Engagement}`` (no Beam needed)."""
+    table: Dict[int, list] = {}
+    for source, fn in ((events, event_contribution), (transactions, transaction_contribution)):
+        for record in source:
+            for pid, part in fn(record):
+                acc = table.get(pid)
+                if acc is None:
+                    table[pid] = part
+                else:
+                    _add_into(acc, part)
+    return {pid: acc_to_engagement(acc) for pid, acc in sorted(table.items())}
+
+
+def engagement_records(engagements: Mapping[int, Engagement]) -> int:
+    """Records counted in a window: grows with every accumulating pane of the window."""
+    return sum(e.records for e in engagements.values())
+
+
+def engagement_as_of_us(engagements: Mapping[int, Engagement]) -> Optional[int]:
+    """The event time of the latest record counted (None for an empty table)."""
+    last = None
+    for e in engagements.values():
+        last = _max_opt(last, e.last_seen_us)
+    return last
+
+
+# --------------------------------------------------------------------------- Beam
+class EngagementCombineFn(beam.CombineFn):
+    """``(product_id, contribution)`` elements → ``{product_id: Engagement}``.
+
+    A contribution is an accumulator list from :func:`event_contribution` /
+    :func:`transaction_contribution`, or an :class:`Engagement`. The accumulator is one
+    dict per window (all the window's products), so the ranker gets the whole window in
+    one element; combiner lifting keeps the shuffle to one partial table per bundle.
+    """
+
+    def create_accumulator(self) -> Dict[int, list]:
+        return {}
+
+    def add_input(self, acc: Dict[int, list], element) -> Dict[int, list]:
+        pid, part = element
+        if isinstance(part, Engagement):
+            part = engagement_to_acc(part)
+        cur = acc.get(pid)
+        if cur is None:
+            acc[pid] = list(part)
+        else:
+            _add_into(cur, part)
+        return acc
+
+    def merge_accumulators(self, accumulators) -> Dict[int, list]:
+        it = iter(accumulators)
+        total = next(it, None)
+        if total is None:
+            return {}
+        for acc in it:
+            for pid, part in acc.items():
+                cur = total.get(pid)
+                if cur is None:
+                    total[pid] = list(part)
+                else:
+                    _add_into(cur, part)
+        return total
+
+    def compact(self, acc):
+        return acc
+
+    def extract_output(self, acc: Dict[int, list]) -> Dict[int, Engagement]:
+        return {pid: acc_to_engagement(part) for pid, part in sorted(acc.items())}
+
+
+def horizon_windowing(horizon: str, *, streaming: bool = True, period: Optional[int] = None,
+                      allowed_lateness: int = 3600, early_seconds: int = 10,
+                      late_seconds: int = 10) -> beam.WindowInto:
+    """The ``WindowInto`` of a horizon (accumulating panes everywhere).
+
+    * ``1h`` / ``24h``: SlidingWindows(size, period) in event time. Streaming: fires when
+      the watermark passes the window end, then again for late data at most every
+      ``late_seconds`` of processing time, for ``allowed_lateness`` seconds (the
+      sessionizer emits an event only once its dwell is known, i.e. after the fact).
+    * ``all``: the global window. Streaming: fires early every ``early_seconds`` of
+      processing time after new records arrive, so all-time rankings move while events
+      stream; and a final pane when the watermark reaches the end of a bounded input.
+    * Batch (``streaming=False``): a single pane per window at the end of the input.
+      Processing-time triggers are not supported by the batch DirectRunner (FnApiRunner
+      has no clock for them), and early panes of a bounded input are only extra work.
+    """
+    if horizon not in HORIZON_SIZES:
+        raise ValueError(f"unknown horizon {horizon!r}; expected one of {', '.join(HORIZONS)}")
+    size = HORIZON_SIZES[horizon]
+    accumulating = trigger.AccumulationMode.ACCUMULATING
+    if size is None:
+        if not streaming:
+            return beam.WindowInto(window.GlobalWindows(), trigger=trigger.AfterWatermark(),
+                                   accumulation_mode=accumulating)
+        # Not AfterAny(AfterCount, AfterProcessingTime): on the DirectRunner that
+        # composite fires only once (measured with Beam 2.77), a plain processing-time
+        # early trigger re-arms after every pane.
+        early = trigger.AfterProcessingTime(max(1, int(early_seconds)))
+        return beam.WindowInto(window.GlobalWindows(),
+                               trigger=trigger.AfterWatermark(early=early),
+                               accumulation_mode=accumulating)
+    period = int(period or DEFAULT_PERIODS[horizon])
+    if period <= 0 or size % period:
+        raise ValueError(f"period for {horizon} must divide {size} s, got {period}")
+    if not streaming:
+        return beam.WindowInto(window.SlidingWindows(size, period),
+                               trigger=trigger.AfterWatermark(), accumulation_mode=accumulating)
+    return beam.WindowInto(
+        window.SlidingWindows(size, period),
+        trigger=trigger.AfterWatermark(
+            late=trigger.AfterProcessingTime(max(1, int(late_seconds)))),
+        accumulation_mode=accumulating, allowed_lateness=allowed_lateness)
+
+
+class _LabelWindow(beam.DoFn):
+    """{pid: Engagement} in a window → (horizon, window_end_us or None, {pid: Engagement})."""
+
+    def __init__(self, horizon: str):
+        self.horizon = horizon
+
+    def process(self, table, w=beam.DoFn.WindowParam):
+        if not table:
+            return
+        yield (self.horizon, window_end_us(w), table)
+
+
+class ProductEngagement(beam.PTransform):
+    """``(events, transactions) | ProductEngagement(horizons)`` → windowed engagement.
+
+    Inputs carry event-time timestamps (an event's ``event_time``, a transaction's
+    ``created_at``). Output: one element per horizon window (and pane),
+    ``(horizon, window_end_us or None, {product_id: Engagement})`` — ``None`` for ``all``.
+    With ``flatten=True`` (default) all horizons come in one PCollection re-windowed into
+    the global window (plain ParDos such as :class:`~transforms.rankings.RankWindows`
+    follow); with ``flatten=False`` a dict ``{horizon: PCollection}`` keeps each
+    horizon's windowing.
+
+    Triggers follow the pipeline's ``--streaming`` option (override with ``streaming=``):
+    see :func:`horizon_windowing`.
+
+    ``replay_tail=True`` (bounded input, batch only) computes just the last window of each
+    sliding horizon — the one that covers the final hour / day of the data, i.e. what a
+    live pipeline would show at the end — instead of every window of the replay (a
+    replay of months would rank ~290 windows a day only for Redis to keep the newest).
+
+    The input is ``(events, transactions)``, a dict with keys ``events`` and/or
+    ``transactions``, or a single events PCollection (no orders). Labels are stable:
+    ``Events``, ``Transactions``, ``Contributions``, ``{horizon}/Window``,
+    ``{horizon}/Combine``, ``{horizon}/Label``, ``{horizon}/Rewindow``, ``Flatten`` (and
+    ``Tail/*``, ``{horizon}/Tail``, ``{horizon}/TailWindow`` with ``replay_tail``).
+    """
+
+    def __init__(self, horizons: Sequence[str] = HORIZONS, *,
+                 periods: Optional[Mapping[str, int]] = None, allowed_lateness: int = 3600,
+                 early_seconds: int = 10, late_seconds: int = 10, flatten: bool = True,
+                 streaming: Optional[bool] = None, replay_tail: bool = False,
+                 label: Optional[str] = None):
+        super().__init__(label)
+        if isinstance(horizons, str):
+            horizons = [h.strip() for h in horizons.split(",") if h.strip()]
+        unknown = [h for h in horizons if h not in HORIZON_SIZES]
+        if unknown or not horizons:
+            raise ValueError(f"unknown horizon(s) {unknown or horizons!r}; "
+                             f"expected some of {', '.join(HORIZONS)}")
+        self.horizons = tuple(dict.fromkeys(horizons))
+        self.periods = dict(DEFAULT_PERIODS, **(periods or {}))
+        self.allowed_lateness = allowed_lateness
+        self.early_seconds = early_seconds
+        self.late_seconds = late_seconds
+        self.flatten = flatten
+        self.streaming = streaming
+        self.replay_tail = replay_tail
+        for h in self.horizons:  # validate periods now, not at expansion
+            self._windowing(h, True)
+
+    def _windowing(self, horizon: str, streaming: bool) -> beam.WindowInto:
+        return horizon_windowing(
+            horizon, streaming=streaming, period=self.periods.get(horizon),
+            allowed_lateness=self.allowed_lateness,
+            early_seconds=self.early_seconds,
+            late_seconds=self.late_seconds)
+
+    def expand(self, inputs):
+        events, transactions = _split_inputs(inputs)
+        streaming = self.streaming
+        if streaming is None:
+            pipeline = (events if events is not None else transactions).pipeline
+            streaming = bool(pipeline.options.view_as(StandardOptions).streaming)
+        if self.replay_tail and streaming:
+            raise ValueError("replay_tail needs bounded input in batch mode (not --streaming)")
+        parts = []
+        if events is not None:
+            parts.append(events | "Events" >> beam.FlatMap(event_contribution)
+                         | "Events/Rewindow" >> beam.WindowInto(window.GlobalWindows()))
+        if transactions is not None:
+            parts.append(transactions | "Transactions" >> beam.FlatMap(transaction_contribution)
+                         | "Transactions/Rewindow" >> beam.WindowInto(window.GlobalWindows()))
+        if not parts:
+            raise ValueError("ProductEngagement needs events and/or transactions")
+        contributions = tuple(parts) | "Contributions" >> beam.Flatten()
+        last = None
+        if self.replay_tail and any(HORIZON_SIZES[h] for h in self.horizons):
+            last = beam.pvalue.AsSingleton(
+                contributions | "Tail/LastTime" >> beam.Map(lambda kv: kv[1][_LAST])
+                | "Tail/Max" >> beam.CombineGlobally(_max_or_none))
+        out = {}
+        for h in self.horizons:
+            size = HORIZON_SIZES[h]
+            tail = None
+            if last is not None and size:
+                tail = (size * 1_000_000, int(self.periods[h]) * 1_000_000)
+                source = contributions | f"{h}/Tail" >> beam.Filter(_in_tail, tail, last)
+            else:
+                source = contributions
+            out[h] = (source
+                      | f"{h}/Window" >> self._windowing(h, streaming)
+                      | f"{h}/Combine" >> beam.CombineGlobally(EngagementCombineFn()).without_defaults()
+                      | f"{h}/Label" >> beam.ParDo(_LabelWindow(h)))
+            if tail is not None:
+                out[h] = out[h] | f"{h}/TailWindow" >> beam.Filter(_is_tail_window, tail, last)
+        if not self.flatten:
+            return out
+        rewindowed = [out[h] | f"{h}/Rewindow" >> beam.WindowInto(window.GlobalWindows())
+                      for h in self.horizons]
+        return tuple(rewindowed) | "Flatten" >> beam.Flatten()
+
+
+def _max_or_none(values):
+    return max((v for v in values if v is not None), default=None)
+
+
+def tail_window_end_us(last_us: int, period_us: int) -> int:
+    """End of the earliest sliding window that holds the event at ``last_us`` — the one
+    covering the final ``size`` of the data (later windows hold less of it)."""
+    return (last_us // period_us + 1) * period_us
+
+
+def _in_tail(kv, tail, last_us) -> bool:
+    size_us, period_us = tail
+    t = kv[1][_LAST]
+    if t is None or last_us is None:
+        return False
+    return t >= tail_window_end_us(last_us, period_us) - size_us
+
+
+def _is_tail_window(element, tail, last_us) -> bool:
+    _, period_us = tail
+    return last_us is not None and element[1] == tail_window_end_us(last_us, period_us)
+
+
+def _split_inputs(inputs):
+    if isinstance(inputs, beam.pvalue.PCollection):
+        return inputs, None
+    if isinstance(inputs, dict):
+        unknown = set(inputs) - {"events", "transactions"}
+        if unknown:
+            raise ValueError(f"ProductEngagement inputs: unknown key(s) {sorted(unknown)}")
+        return inputs.get("events"), inputs.get("transactions")
+    items = tuple(inputs)
+    if len(items) == 1:
+        return items[0], None
+    if len(items) != 2:
+        raise ValueError("ProductEngagement takes (events, transactions)")
+    return items
+
+
+def window_end_us(w) -> Optional[int]:
+    """A window's end in µs, None for the global window."""
+    if isinstance(w, window.GlobalWindow) or w.end >= MAX_TIMESTAMP:
+        return None
+    return w.end.micros

@@ -1,0 +1,360 @@
+"""Write ranking snapshots to Redis (SPEC §4 "Redis keys"), atomically and idempotently.
+
+:class:`RedisRankingWriter` (plain Python) does the work; :class:`WriteRankingsToRedis`
+wraps it in a DoFn. The key layout is defined in :mod:`pipelines.rankings`.
+
+One write of a horizon's snapshot is one WATCH/MULTI/EXEC transaction, sent pipelined:
+
+1. ``WATCH {prefix}:meta`` and read it: if Redis already holds a newer snapshot of the
+   horizon — ``(current_to_us, records)`` greater than ours — the write is skipped, so an
+   old snapshot (a retried bundle, a late pane, a slow worker) never overwrites a newer
+   one; another writer committing meanwhile aborts EXEC and we start over;
+2. ``MULTI``; per dimension ZADD the members (absolute scores) into a temporary key and
+   RENAME it over ``{prefix}:top:{horizon}:{dimension}``; DEL rankings of dimensions that
+   became empty; product names into ``{prefix}:names:products``; the horizon's fields of
+   ``{prefix}:meta``; ``EXEC``. A reader sees the old ranking or the new one, never a mix.
+
+Writing the same snapshot twice leaves the same state (idempotent). If Redis is
+unreachable (restart, failover, network), the writer retries with exponential backoff for
+``retry_seconds`` (default 120 s); the newest snapshot per horizon is kept until it is
+written, so nothing is lost if retries run out — the next write or flush tries again.
+A restarted Redis without persistence comes back empty: every write first checks that
+Redis still holds what this writer wrote, and writes its newest snapshots again if not.
+
+The password comes from the URL or ``$REDIS_PASSWORD`` and is never logged
+(:func:`redact_url`). Counters (namespace ``shopstream``): ``redis_writes`` (snapshots
+written), ``redis_retries``, ``redis_stale_skipped``, ``redis_write_failures``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from pipelines.rankings import (KEY_PREFIX, connect, dims_key, meta_key, names_key,
+                                redact_url, top_key, validate_redis_url)
+
+__all__ = ["RedisRankingWriter", "WriteRankingsToRedis", "redact_url", "snapshot_version"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOP_N = 50
+MAX_WATCH_ATTEMPTS = 50
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _iso(us: int) -> str:
+    return (_EPOCH + dt.timedelta(microseconds=int(us))).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _text(v: Any) -> str:
+    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+
+
+def snapshot_version(snapshot: Any) -> Tuple[int, int]:
+    """``(as_of_us, records)``: a newer snapshot of a horizon compares greater."""
+    return (int(snapshot.as_of_us), int(getattr(snapshot, "records", 0) or 0))
+
+
+def _stored_version(meta: Dict[str, str], horizon: str) -> Optional[Tuple[int, int]]:
+    try:
+        return (int(meta[f"{horizon}:current_to_us"]), int(meta.get(f"{horizon}:records") or 0))
+    except (KeyError, ValueError):
+        return None
+
+
+class RedisRankingWriter:
+    """Writes :class:`~transforms.rankings.RankingSnapshot` objects to Redis.
+
+    ``offer(snapshot)`` remembers it if it is the newest of its horizon; ``flush()``
+    writes every pending newest snapshot (retrying while Redis is unreachable);
+    ``write(snapshot)`` does both. ``flush``/``write`` return True when nothing is left
+    pending. Not thread-safe: one writer per thread (one per DoFn instance).
+    """
+
+    RETRYABLE: Tuple[type, ...] = ()
+
+    def __init__(self, redis_url: str, key_prefix: str = KEY_PREFIX, *,
+                 top_n: int = DEFAULT_TOP_N, retry_seconds: float = 120.0,
+                 backoff_initial: float = 0.05, backoff_max: float = 5.0,
+                 socket_timeout: float = 5.0, client=None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic):
+        import redis
+
+        self.RETRYABLE = (redis.ConnectionError, redis.TimeoutError,
+                          redis.exceptions.BusyLoadingError, redis.exceptions.ReadOnlyError,
+                          redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError,
+                          ConnectionError, OSError)
+        self._redis = redis
+        self.redis_url = redis_url
+        self.where = redact_url(redis_url)
+        self.prefix = key_prefix
+        self.top_n = int(top_n)
+        self.retry_seconds = float(retry_seconds)
+        self.backoff_initial = float(backoff_initial)
+        self.backoff_max = float(backoff_max)
+        self.socket_timeout = socket_timeout
+        self._sleep, self._clock = sleep, clock
+        self._client = client
+        self.latest: Dict[str, Any] = {}              # horizon → newest snapshot offered
+        self.pending: set = set()                     # horizons whose newest is unwritten
+        self.written: Dict[str, Tuple[int, int]] = {}  # horizon → version we wrote
+        self.stats = {"writes": 0, "retries": 0, "stale_skipped": 0, "failures": 0}
+        self._writes = Metrics.counter("shopstream", "redis_writes")
+        self._retries = Metrics.counter("shopstream", "redis_retries")
+        self._stale = Metrics.counter("shopstream", "redis_stale_skipped")
+        self._failures = Metrics.counter("shopstream", "redis_write_failures")
+
+    # ------------------------------------------------------------------ public
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = connect(self.redis_url, socket_timeout=self.socket_timeout,
+                                   socket_connect_timeout=min(self.socket_timeout, 3.0))
+        return self._client
+
+    def offer(self, snapshot: Any) -> bool:
+        """Remember ``snapshot`` if it is the newest of its horizon seen so far."""
+        cur = self.latest.get(snapshot.horizon)
+        if cur is not None and snapshot_version(snapshot) < snapshot_version(cur):
+            self._count_stale()
+            return False
+        self.latest[snapshot.horizon] = snapshot
+        self.pending.add(snapshot.horizon)
+        return True
+
+    def write(self, snapshot: Any) -> bool:
+        self.offer(snapshot)
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Write pending snapshots; retry with backoff while Redis is unreachable.
+
+        Returns True when everything offered so far is in Redis (or superseded there),
+        False when retries ran out or Redis refused (the snapshots stay pending)."""
+        if not self.latest:
+            return True
+        deadline = self._clock() + self.retry_seconds
+        delay = self.backoff_initial
+        attempt = 0
+        while True:
+            try:
+                self._write_once()
+                if attempt:
+                    log.info("Redis at %s is back; rankings written after %d retries",
+                             self.where, attempt)
+                return not self.pending
+            except self.RETRYABLE as exc:
+                if isinstance(exc, self._redis.AuthenticationError):
+                    return self._give_up(f"Redis at {self.where} refused the credentials: {exc}")
+                attempt += 1
+                self.stats["retries"] += 1
+                self._retries.inc()
+                self._reset_connections()
+                if self._clock() + delay > deadline:
+                    return self._give_up(
+                        f"Redis at {self.where} unreachable for {self.retry_seconds:.0f}s "
+                        f"({type(exc).__name__}: {exc}); keeping the newest snapshots of "
+                        f"{', '.join(sorted(self.pending)) or '-'} for the next write")
+                if attempt == 1:
+                    log.warning("Redis at %s unreachable (%s: %s); retrying for up to %.0fs",
+                                self.where, type(exc).__name__, exc, self.retry_seconds)
+                self._sleep(delay)
+                delay = min(delay * 2, self.backoff_max)
+            except self._redis.RedisError as exc:  # e.g. WRONGTYPE: not worth retrying now
+                return self._give_up(f"Redis at {self.where} rejected the rankings write: {exc}")
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # pragma: no cover - closing a broken client
+                pass
+            self._client = None
+
+    # ------------------------------------------------------------------ internals
+    def _give_up(self, message: str) -> bool:
+        self.stats["failures"] += 1
+        self._failures.inc()
+        log.error("%s", message)
+        return False
+
+    def _count_stale(self, n: int = 1) -> None:
+        self.stats["stale_skipped"] += n
+        self._stale.inc(n)
+
+    def _reset_connections(self) -> None:
+        try:
+            if self._client is not None:
+                self._client.connection_pool.disconnect()
+        except Exception:  # pragma: no cover - a pool that cannot even disconnect
+            self._client = None
+
+    def _write_once(self) -> None:
+        """One WATCH/MULTI/EXEC round, repeated while other writers commit in between
+        (bounded: under endless contention the snapshots stay pending for later)."""
+        meta = meta_key(self.prefix)
+        with self.client.pipeline(transaction=True) as pipe:
+            for _ in range(MAX_WATCH_ATTEMPTS):
+                try:
+                    pipe.watch(meta)
+                    stored = {_text(k): _text(v) for k, v in (pipe.hgetall(meta) or {}).items()}
+                    todo = self._todo(stored)
+                    if not todo:
+                        pipe.unwatch()
+                        return
+                    old_dims = {h: {_text(d) for d in pipe.smembers(dims_key(h, self.prefix))}
+                                for h in todo}
+                    pipe.multi()
+                    self._queue_writes(pipe, stored, todo, old_dims)
+                    pipe.execute()
+                except self._redis.WatchError:
+                    continue
+                for h in todo:
+                    self.written[h] = snapshot_version(self.latest[h])
+                    self.pending.discard(h)
+                self.stats["writes"] += len(todo)
+                self._writes.inc(len(todo))
+                return
+        raise self._redis.RedisError(
+            f"{MAX_WATCH_ATTEMPTS} concurrent writes in a row changed {meta}; will retry later")
+
+    def _todo(self, stored: Dict[str, str]) -> list:
+        """Horizons to write now: pending ones not superseded in Redis, and ones whose
+        snapshot Redis lost (restart without persistence, FLUSHALL)."""
+        todo = []
+        for h in sorted(self.latest):
+            mine = snapshot_version(self.latest[h])
+            theirs = _stored_version(stored, h)
+            if theirs is not None and theirs > mine:
+                if h in self.pending:  # someone wrote a newer one: ours is obsolete
+                    self.pending.discard(h)
+                    self._count_stale()
+                continue
+            if h in self.pending:
+                todo.append(h)
+            elif h in self.written and (theirs is None or theirs < self.written[h]):
+                log.warning("Redis at %s lost the %s rankings (restart?); writing them again",
+                            self.where, h)
+                todo.append(h)
+        return todo
+
+    def _queue_writes(self, pipe, stored: Dict[str, str], todo: list, old_dims: dict) -> None:
+        now_us = int(time.time() * 1_000_000)
+        token = uuid.uuid4().hex[:12]
+        names: Dict[str, str] = {}
+        meta_fields: Dict[str, Any] = {}
+        for h in todo:
+            snap = self.latest[h]
+            new_dims = set()
+            for i, (dim, ranking) in enumerate(sorted((snap.rankings or {}).items())):
+                members = {str(m): float(s) for m, s in ranking[: self.top_n]}
+                target = top_key(h, dim, self.prefix)
+                if members:
+                    tmp = f"{self.prefix}:tmp:{token}:{h}:{i}"
+                    pipe.delete(tmp)
+                    pipe.zadd(tmp, members)
+                    pipe.rename(tmp, target)
+                    new_dims.add(dim)
+                else:
+                    pipe.delete(target)
+            for dim in sorted(old_dims[h] - new_dims):
+                pipe.delete(top_key(h, dim, self.prefix))
+            pipe.delete(dims_key(h, self.prefix))
+            if new_dims:
+                pipe.sadd(dims_key(h, self.prefix), *sorted(new_dims))
+            names.update({str(k): str(v) for k, v in (getattr(snap, "names", None) or {}).items()
+                          if v is not None})
+            as_of = int(snap.as_of_us)
+            meta_fields.update({
+                f"{h}:current_to_us": as_of, f"{h}:current_to": _iso(as_of),
+                f"{h}:written_at_us": now_us, f"{h}:written_at": _iso(now_us),
+                f"{h}:records": int(getattr(snap, "records", 0) or 0),
+                f"{h}:window_end_us": ("" if getattr(snap, "window_end_us", None) is None
+                                       else int(snap.window_end_us)),
+            })
+        # The rankings overall: current to the newest horizon's event time.
+        current = max([int(v) for k, v in stored.items() if k.endswith(":current_to_us")
+                       and str(v).lstrip("-").isdigit()]
+                      + [int(v) for k, v in meta_fields.items() if k.endswith(":current_to_us")])
+        meta_fields.update({"current_to_us": current, "current_to": _iso(current),
+                            "written_at_us": now_us, "written_at": _iso(now_us)})
+        if names:
+            pipe.hset(names_key(self.prefix), mapping=names)
+        pipe.hset(meta_key(self.prefix), mapping=meta_fields)
+
+
+# --------------------------------------------------------------------------- Beam
+class _WriteRankingsFn(beam.DoFn):
+    """Per bundle, keep the newest snapshot of each horizon and write it at the end of
+    the bundle (older ones would be refused by Redis anyway)."""
+
+    def __init__(self, redis_url: str, key_prefix: str, top_n: int, retry_seconds: float,
+                 backoff_max: float):
+        self.redis_url = redis_url
+        self.key_prefix = key_prefix
+        self.top_n = top_n
+        self.retry_seconds = retry_seconds
+        self.backoff_max = backoff_max
+        self.writer: Optional[RedisRankingWriter] = None
+
+    def display_data(self):
+        return {"redis": redact_url(self.redis_url), "key_prefix": self.key_prefix}
+
+    def setup(self):
+        self.writer = RedisRankingWriter(
+            self.redis_url, self.key_prefix, top_n=self.top_n,
+            retry_seconds=self.retry_seconds, backoff_max=self.backoff_max)
+        log.info("writing rankings to Redis at %s", self.writer.where)
+
+    def process(self, snapshot):
+        self.writer.offer(snapshot)
+
+    def finish_bundle(self):
+        self.writer.flush()
+
+    def teardown(self):
+        if self.writer is not None:
+            if self.writer.pending:
+                self.writer.flush()  # a last chance for snapshots kept after an outage
+            self.writer.close()
+
+
+class WriteRankingsToRedis(beam.PTransform):
+    """``snapshots | WriteRankingsToRedis(url)``: keep Redis rankings current.
+
+    ``redis_url``: ``redis://`` or ``rediss://`` (TLS) URL; password in the URL or in
+    ``$REDIS_PASSWORD`` on the workers (preferred: the URL is part of the pipeline
+    graph). ``top_n`` members per ranking (default 50, at least 10 per SPEC);
+    ``retry_seconds`` how long a write retries an unreachable Redis (backoff up to
+    ``backoff_max`` s between attempts). Returns the (empty) output PCollection.
+    """
+
+    def __init__(self, redis_url: str, key_prefix: str = KEY_PREFIX, *,
+                 top_n: int = DEFAULT_TOP_N, retry_seconds: float = 120.0,
+                 backoff_max: float = 5.0, label: Optional[str] = None):
+        super().__init__(label)
+        if not redis_url:
+            raise ValueError("WriteRankingsToRedis needs a Redis URL")
+        validate_redis_url(redis_url)
+        if int(top_n) < 10:
+            raise ValueError(f"top_n must be at least 10 (SPEC: each ranking holds the top 10), "
+                             f"got {top_n}")
+        self.redis_url = redis_url
+        self.key_prefix = key_prefix
+        self.top_n = int(top_n)
+        self.retry_seconds = retry_seconds
+        self.backoff_max = backoff_max
+
+    def expand(self, snapshots):
+        return snapshots | "Write" >> beam.ParDo(_WriteRankingsFn(
+            self.redis_url, self.key_prefix, self.top_n, self.retry_seconds, self.backoff_max))
+
+    def display_data(self):
+        return {"redis": redact_url(self.redis_url)}
