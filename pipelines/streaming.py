@@ -1,0 +1,255 @@
+"""The streaming pipeline: one graph for historical replay and for live Pub/Sub.
+
+    clicks ─ Parse ─ Sessionize (dedup, visits, dwell, inference) ─┬─ events_enriched
+    orders ─ Parse ───────────────────────────────────────────────┤
+                                                                   └─ Engagement (1h/24h sliding,
+                                                                      all) ─ Rank ─ Redis, top-10s
+Sources and sinks are chosen by options; the transforms in between never know which.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from typing import Dict, List, Optional
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import (PipelineOptions, StandardOptions)
+
+from pipelines.streaming_options import ShopstreamStreamingOptions
+from transforms import sinks, sources
+
+log = logging.getLogger(__name__)
+
+
+def _engagement_and_rankings():
+    # Imported lazily so `shopstream --help` stays light.
+    from transforms.engagement import ProductEngagement
+    from transforms.rankings import RankWindows
+    from transforms.redis_sink import WriteRankingsToRedis
+    return ProductEngagement, RankWindows, WriteRankingsToRedis
+
+
+def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[str, beam.PCollection]:
+    """Add the shopstream graph to ``p``; returns the main PCollections (for tests)."""
+    from models.scoring import resolve_weights
+    from transforms.rankings import product_engagement_rows, top10_rows
+    from transforms.sessions import Sessionize
+
+    ProductEngagement, RankWindows, WriteRankingsToRedis = _engagement_and_rankings()
+    live = bool(opts.subscription)
+    streaming = p.options.view_as(StandardOptions).streaming or live
+    if live == bool(opts.input):
+        raise ValueError("give exactly one source: --input (replay) or --subscription (live)")
+
+    # ---- sources
+    dead: List[beam.PCollection] = []
+    if live:
+        dataflow = "Dataflow" in str(p.options.view_as(StandardOptions).runner or "")
+        id_label = "event_id" if dataflow else None  # the DirectRunner rejects id_label
+        clicks = p | "ReadClicks" >> sources.ReadPubSubRecords(opts.subscription, "click_stream", id_label)
+        orders = (p | "ReadOrders" >> sources.ReadPubSubRecords(
+            opts.orders_subscription, "transactions", "booking_id" if dataflow else None)
+            if opts.orders_subscription else None)
+    else:
+        clicks = p | "ReadClicks" >> sources.ReadTableFiles(
+            _require(sources.find_table_files(opts.input, "click_stream"), "click_stream", opts.input),
+            "click_stream")
+        order_files = sources.find_table_files(opts.input, "transactions")
+        orders = (p | "ReadOrders" >> sources.ReadTableFiles(order_files, "transactions")
+                  if order_files else None)
+    dead.append(clicks["dead"])
+    if orders is not None:
+        dead.append(orders["dead"])
+        transactions = orders["records"]
+    else:
+        transactions = p | "NoOrders" >> beam.Create([])
+
+    product_files = ([opts.products] if opts.products
+                     else sources.find_table_files(opts.input, "product") if opts.input else [])
+    if product_files:
+        products_read = p | "ReadProducts" >> sources.ReadTableFiles(
+            product_files, "product", timestamped=False)
+        dead.append(products_read["dead"])
+        products = products_read["records"] | "KeyProducts" >> beam.Map(lambda r: (r.id, r))
+    else:
+        log.warning("no product table given: rankings by brand, gender and season will be empty")
+        products = p | "NoProducts" >> beam.Create([])
+    products_side = beam.pvalue.AsDict(products)
+
+    # ---- sessions
+    sessions = clicks["records"] | "Sessionize" >> Sessionize(
+        visit_gap=opts.visit_gap, lookback=opts.lookback, dedup_ttl=opts.dedup_ttl)
+    enriched = sessions["enriched"]
+    if "dead" in sessions:
+        dead.append(sessions["dead"])
+
+    # ---- engagement and rankings
+    weights, weights_source = resolve_weights(opts.weights, opts.models)
+    log.info("popularity weights from %s: %s", weights_source, weights)
+    engagement = (enriched, transactions) | "Engagement" >> ProductEngagement(
+        replay_tail=not streaming)
+    snapshots = engagement | "Rank" >> RankWindows(products_side, weights, top_n=opts.top_n)
+    if opts.redis:
+        snapshots | "WriteRedis" >> WriteRankingsToRedis(opts.redis)
+
+    # ---- warehouse
+    dead_all = dead | "FlattenDead" >> beam.Flatten()
+    if opts.warehouse:
+        failed = (enriched | "EnrichedRows" >> beam.Map(sinks.enriched_row)
+                  | "WriteEnriched" >> sinks.WriteRows(opts.warehouse, "events_enriched", streaming))
+        ((dead_all | "DeadRows" >> beam.Map(sinks.dead_row), failed)
+         | "AllDeadRows" >> beam.Flatten()
+         | "WriteDeadLetter" >> sinks.WriteRows(opts.warehouse, "dead_letter", streaming))
+        all_time = snapshots | "AllTime" >> beam.Filter(lambda s: s.horizon == "all")
+        (all_time | "EngagementTable" >> beam.FlatMap(
+            lambda s, prods, w: [product_engagement_rows(s, prods, w)], products_side, weights)
+         | "WriteEngagement" >> sinks.WriteSnapshots(opts.warehouse, "product_engagement"))
+        for table in ("top10_products", "top10_brands", "top10_subcategories",
+                      "top10_products_by_season_gender"):
+            (all_time | f"Rows_{table}" >> beam.Map(top10_rows, table)
+             | f"Write_{table}" >> sinks.WriteSnapshots(opts.warehouse, table))
+    return {"enriched": enriched, "snapshots": snapshots, "dead": dead_all,
+            "transactions": transactions}
+
+
+def _require(paths: List[str], kind: str, root: str) -> List[str]:
+    if not paths:
+        raise SystemExit(f"shopstream: no {kind} files under {root} "
+                         f"(looked for {kind}.csv, {kind}.jsonl, {kind}-*.csv, {kind}/*.csv)")
+    return paths
+
+
+# --------------------------------------------------------------------------- commands
+COUNTERS = (
+    ("read", "click_stream_read"), ("valid", "valid"), ("duplicate", "duplicate"),
+    ("dead_lettered", "click_stream_dead_lettered"), ("orders_read", "transactions_read"),
+    ("orders_dead_lettered", "transactions_dead_lettered"), ("inferred", "inferred"),
+    ("visits_closed", "visits_closed"), ("redis_writes", "redis_writes"),
+    ("redis_retries", "redis_retries"),
+)
+
+
+def summarize(result) -> Dict[str, int]:
+    """Beam counter totals for the run summary (committed values, attempted as fallback)."""
+    totals: Dict[str, int] = {}
+    try:
+        counters = result.metrics().query()["counters"]
+    except Exception:  # some runners cannot report metrics
+        return totals
+    by_name: Dict[str, int] = {}
+    for c in counters:
+        value = c.committed if c.committed is not None else c.attempted
+        by_name[c.key.metric.name] = by_name.get(c.key.metric.name, 0) + (value or 0)
+    for label, name in COUNTERS:
+        totals[label] = by_name.get(name, 0)
+    return totals
+
+
+def _pipeline_options(args, beam_args: List[str], streaming: bool) -> PipelineOptions:
+    flags = list(beam_args)
+    if not any(a.startswith("--runner") for a in flags):
+        flags.append("--runner=DirectRunner")  # never let Beam try Prism (downloads, offline)
+    for name in ("input", "subscription", "orders_subscription", "products", "warehouse",
+                 "redis", "weights", "models"):
+        value = getattr(args, name, None)
+        if value:
+            flags.append(f"--{name}={value}")
+    for name in ("visit_gap", "lookback", "dedup_ttl", "top_n"):
+        flags.append(f"--{name}={getattr(args, name)}")
+    if streaming:
+        flags.append("--streaming")
+    opts = PipelineOptions(flags)
+    opts.view_as(beam.options.pipeline_options.SetupOptions).save_main_session = False
+    return opts
+
+
+def run_pipeline(opts: PipelineOptions, wait: bool = True):
+    p = beam.Pipeline(options=opts)
+    build_pipeline(p, opts.view_as(ShopstreamStreamingOptions))
+    result = p.run()
+    if wait:
+        result.wait_until_finish()
+    return result
+
+
+def _replay(args) -> int:
+    import os
+
+    if args.redis is None:
+        args.redis = os.environ.get("REDIS_URL")
+    opts = _pipeline_options(args, args.beam_args, streaming=False)
+    t0 = time.time()
+    print(f"replaying {args.input} → warehouse={args.warehouse or '-'} "
+          f"redis={_redact(args.redis) if args.redis else '-'}", file=sys.stderr)
+    result = run_pipeline(opts)
+    totals = summarize(result)
+    secs = time.time() - t0
+    rate = totals.get("read", 0) / secs if secs else 0
+    print("replay done in %.1fs (%.0f events/s): %s" % (
+        secs, rate, " ".join(f"{k}={v}" for k, v in totals.items())))
+    return 0
+
+
+def _stream(args) -> int:
+    opts = _pipeline_options(args, args.beam_args, streaming=True)
+    result = run_pipeline(opts, wait=False)
+    runner = opts.view_as(StandardOptions).runner or ""
+    if "Dataflow" in runner:
+        print(f"launched Dataflow job {getattr(result, 'job_id', lambda: '?')()}")
+        return 0
+    print("streaming from Pub/Sub; Ctrl-C to stop", file=sys.stderr)
+    try:
+        result.wait_until_finish()
+    except KeyboardInterrupt:
+        result.cancel()
+    return 0
+
+
+def _redact(url: str) -> str:
+    from transforms.redis_sink import redact_url
+    return redact_url(url)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--warehouse", default=None,
+                   help="DuckDB file path or bq://PROJECT.DATASET (default: no warehouse)")
+    p.add_argument("--redis", default=None,
+                   help="Redis URL (redis:// or rediss://; default $REDIS_URL; none → no Redis)")
+    p.add_argument("--products", default=None, help="product table file (CSV, local or gs://)")
+    p.add_argument("--weights", default=None, help="popularity weights JSON (SPEC §4)")
+    p.add_argument("--models", default=None, help="models folder with popularity/LATEST")
+    p.add_argument("--visit-gap", dest="visit_gap", type=float, default=1800.0,
+                   help="seconds of inactivity that end a visit (default 1800)")
+    p.add_argument("--lookback", type=int, default=3,
+                   help="events walked back from an ADD_TO_CART to infer product ids (default 3)")
+    p.add_argument("--dedup-ttl", dest="dedup_ttl", type=float, default=3600.0,
+                   help="event-time seconds a seen event id is remembered (default 3600)")
+    p.add_argument("--top-n", dest="top_n", type=int, default=50,
+                   help="members kept per Redis ranking (default 50)")
+    p.set_defaults(accepts_beam_args=True)
+
+
+def register(subparsers, name: str) -> None:
+    if name == "replay":
+        p = subparsers.add_parser(
+            "replay", help="run the streaming pipeline over historical files",
+            description="Replay click_stream and transactions files (local or gs://, CSV or "
+                        "JSONL) through the streaming pipeline's transforms. Extra arguments "
+                        "are Beam pipeline options (--runner, --project, ...).")
+        p.add_argument("--input", required=True, help="folder or gs:// URL with the tables")
+        _add_common(p)
+        p.set_defaults(func=_replay)
+    else:
+        p = subparsers.add_parser(
+            "stream", help="run the streaming pipeline live from Pub/Sub",
+            description="Read click events (and orders) from Pub/Sub subscriptions, JSON "
+                        "messages with an event_time attribute. Extra arguments are Beam "
+                        "pipeline options (--runner=DataflowRunner, --project, ...).")
+        p.add_argument("--subscription", required=True,
+                       help="projects/P/subscriptions/S with click events")
+        p.add_argument("--orders-subscription", dest="orders_subscription", default=None,
+                       help="projects/P/subscriptions/S with transactions")
+        _add_common(p)
+        p.set_defaults(func=_stream)
