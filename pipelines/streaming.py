@@ -82,8 +82,7 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
     sessions = clicks["records"] | "Sessionize" >> Sessionize(
         visit_gap=opts.visit_gap, lookback=opts.lookback, dedup_ttl=opts.dedup_ttl)
     enriched = sessions["enriched"]
-    if "dead" in sessions:
-        dead.append(sessions["dead"])
+    dead.append(sessions["late"])  # late data for closed visits, with the reason
 
     # ---- engagement and rankings
     weights, weights_source = resolve_weights(opts.weights, opts.models)

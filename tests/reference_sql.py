@@ -6,7 +6,7 @@ import duckdb
 
 ENRICH_SQL = """
 WITH raw AS (
-  SELECT * FROM read_csv('{clicks}', header=true, all_varchar=true, quote='"', escape='"')
+  SELECT * FROM read_csv('{clicks}', header=true, all_varchar=true, quote='"', escape='"', ignore_errors=true)
 ),
 parsed AS (
   SELECT session_id, event_id, event_name,
@@ -63,7 +63,7 @@ lines AS (
   SELECT CAST(regexp_extract(item, '''product_id'': (\\d+)', 1) AS BIGINT) AS product_id,
          CAST(regexp_extract(item, '''quantity'': (\\d+)', 1) AS BIGINT) AS quantity
   FROM (SELECT unnest(regexp_extract_all(product_metadata, '\\{{[^}}]*\\}}')) AS item
-        FROM read_csv('{orders}', header=true, all_varchar=true, quote='"', escape='"')
+        FROM read_csv('{orders}', header=true, all_varchar=true, quote='"', escape='"', ignore_errors=true)
         WHERE payment_status = 'Success')
 ),
 buys AS (SELECT product_id, sum(quantity) AS purchases FROM lines GROUP BY product_id)
