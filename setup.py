@@ -17,7 +17,7 @@ setup(
     description=__doc__,
     python_requires=">=3.10,<3.15",
     packages=find_packages(include=["pipelines*", "transforms*", "models*", "batch*"]),
-    package_data={"transforms": ["schemas/*.json"], "batch": ["data/*"]},
+    package_data={"transforms": ["schemas/*.json"], "batch": ["data/*"], "pipelines": ["web/*"]},
     include_package_data=True,
     install_requires=_requirements("requirements.txt"),
     extras_require={"test": _requirements("requirements-dev.txt")},

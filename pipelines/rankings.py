@@ -150,7 +150,8 @@ def read_ranking(client, dimension: str = "products", horizon: str = "all",
     brands and sub-categories both are the name. Ties are ordered like the writer ranks
     them (product id, then name, ascending). Returns ``[]`` when the ranking does not
     exist (nothing written yet). Redis errors propagate (``redis.ConnectionError`` …).
-    The sorted set and the names are read in one MULTI, so they agree.
+    Names are looked up (HMGET) only for the members returned; the writer never removes
+    a name, so a name read after the ranking still belongs to it.
     """
     if horizon not in HORIZONS:
         raise ValueError(f"unknown horizon {horizon!r}; expected one of {', '.join(HORIZONS)}")
@@ -158,16 +159,14 @@ def read_ranking(client, dimension: str = "products", horizon: str = "all",
     kind = dim.split(":", 1)[0]
     key = top_key(horizon, dim, prefix)
     limit = max(0, int(limit))
-    with client.pipeline(transaction=True) as pipe:
-        pipe.zrevrange(key, 0, -1, withscores=True)  # ≤ top_n members: sort ties here
-        if kind == "products":
-            pipe.hgetall(names_key(prefix))
-        replies = pipe.execute()
-    pairs = [(_text(m), float(s)) for m, s in replies[0]]
+    ranked = client.zrevrange(key, 0, -1, withscores=True)  # ≤ top_n members: sort ties here
+    pairs = [(_text(m), float(s)) for m, s in ranked]
     pairs.sort(key=lambda ms: _sort_key(kind, ms[0], ms[1]))
     pairs = pairs[:limit]
     if kind == "products":
-        names = {_text(k): _text(v) for k, v in (replies[1] or {}).items()}
+        members = [m for m, _ in pairs]
+        found = client.hmget(names_key(prefix), members) if members else []
+        names = {m: (_text(v) if v is not None else None) for m, v in zip(members, found)}
         return [{"rank": i, "id": int(m) if m.isdigit() else m, "name": names.get(m),
                  "score": s} for i, (m, s) in enumerate(pairs, start=1)]
     return [{"rank": i, "id": m, "name": m, "score": s}
