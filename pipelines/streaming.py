@@ -69,8 +69,7 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
     product_files = ([opts.products] if opts.products
                      else sources.find_table_files(opts.input, "product") if opts.input else [])
     if product_files:
-        products_read = p | "ReadProducts" >> sources.ReadTableFiles(
-            product_files, "product", timestamped=False)
+        products_read = p | "ReadProducts" >> sources.ReadSmallTable(product_files, "product")
         dead.append(products_read["dead"])
         products = products_read["records"] | "KeyProducts" >> beam.Map(lambda r: (r.id, r))
     else:
