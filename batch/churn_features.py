@@ -1,0 +1,284 @@
+"""Monthly churn features and labels per customer (SPEC §2 "Churn", §4 ``churn_features``).
+
+Pure functions. Rows: each customer, every calendar month from the month of their first
+successful purchase through the last complete month on or before ``as_of``. Every
+feature of month M uses only data up to the end of M; the label looks at the 3 calendar
+months after M and is NULL unless those lie wholly on or before ``as_of``.
+
+Definitions (all times UTC; "end of M" = the first instant of month M+1, exclusive):
+
+* recency_days — days (float) from the last successful purchase before the end of M to
+  the end of M.
+* frequency / monetary — successful bookings in M / the sum of their total_amount
+  (once per booking, duplicates by booking_id counted once).
+* session_count / avg_session_minutes — sessions ending in M (so no session contributes
+  data from after M) / their mean active duration. A session is attributed to a customer
+  through the transactions that name it (the click stream carries no customer id), so
+  only sessions with a booking (successful or not) are known. A session's active
+  duration is the sum of its gaps between consecutive events that are at most
+  ``visit_gap`` seconds (the sum of the dwell of its events, SPEC §2) — a session that
+  spans days does not count the days in between.
+* tenure_days — days from first_join_date (or the first purchase, if the join date is
+  unknown or later) to the end of M.
+* extras: cumulative and 3-month frequency/monetary/sessions, failed bookings, active
+  months, months since the first purchase, mean days between purchases, days since the
+  last session, average order value, customer age.
+* churned — 1 if no successful purchase in months M+1..M+3, else 0; NULL where the last
+  day of M+3 is after ``as_of``.
+"""
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
+
+US_PER_DAY = 86_400 * 1_000_000
+_EPOCH = dt.date(1970, 1, 1)
+HORIZON_MONTHS = 3
+
+#: Columns of a churn_features row that are not model features.
+NON_FEATURES = ("customer_id", "month", "churned", "as_of")
+
+
+class Booking(NamedTuple):
+    created_at_us: int
+    booking_id: str
+    success: bool
+    total_amount: int
+
+
+class SessionStat(NamedTuple):
+    start_us: int
+    end_us: int
+    active_seconds: float
+    n_events: int
+
+
+# --------------------------------------------------------------------------- months
+def month_start(d: dt.date) -> dt.date:
+    return dt.date(d.year, d.month, 1)
+
+
+def add_months(d: dt.date, n: int) -> dt.date:
+    """First day of the month ``n`` months after the month of ``d``."""
+    m = d.year * 12 + d.month - 1 + n
+    return dt.date(m // 12, m % 12 + 1, 1)
+
+
+def month_last_day(d: dt.date) -> dt.date:
+    return add_months(d, 1) - dt.timedelta(days=1)
+
+
+def date_to_us(d: dt.date) -> int:
+    return (d - _EPOCH).days * US_PER_DAY
+
+
+def us_to_date(us: int) -> dt.date:
+    return _EPOCH + dt.timedelta(days=us // US_PER_DAY)
+
+
+def last_complete_month(as_of: dt.date) -> dt.date:
+    """The latest month whose last day is on or before ``as_of`` (first day)."""
+    m = month_start(as_of)
+    return m if month_last_day(m) <= as_of else add_months(m, -1)
+
+
+def label_observed(month: dt.date, as_of: dt.date, horizon: int = HORIZON_MONTHS) -> bool:
+    """True when the ``horizon`` months after ``month`` lie wholly on or before as_of."""
+    return month_last_day(add_months(month, horizon)) <= as_of
+
+
+def as_of_end_us(as_of: dt.date) -> int:
+    """Data up to the end of the as_of day counts (exclusive upper bound, µs)."""
+    return date_to_us(as_of + dt.timedelta(days=1))
+
+
+# --------------------------------------------------------------------------- sessions
+def session_stat(times_us: Iterable[int], visit_gap_s: float = 1800.0) -> Optional[SessionStat]:
+    """Start, end, active seconds and event count of one session's event times."""
+    ts = sorted(times_us)
+    if not ts:
+        return None
+    gap_us = visit_gap_s * 1_000_000
+    active = sum(b - a for a, b in zip(ts, ts[1:]) if b - a <= gap_us) / 1_000_000
+    return SessionStat(ts[0], ts[-1], float(active), len(ts))
+
+
+# --------------------------------------------------------------------------- rows
+def _months_between(a: dt.date, b: dt.date) -> int:
+    return (b.year - a.year) * 12 + b.month - a.month
+
+
+def _age(birthdate: Optional[dt.date], day: dt.date) -> Optional[int]:
+    if birthdate is None:
+        return None
+    y = day.year - birthdate.year - ((day.month, day.day) < (birthdate.month, birthdate.day))
+    return y if 0 <= y <= 120 else None
+
+
+def churn_rows(customer_id: int, bookings: Iterable[Booking], sessions: Iterable[SessionStat],
+               as_of: dt.date, first_join_date: Optional[dt.date] = None,
+               birthdate: Optional[dt.date] = None,
+               horizon: int = HORIZON_MONTHS) -> List[Dict[str, Any]]:
+    """The churn_features rows of one customer (see the module docstring)."""
+    end_all = as_of_end_us(as_of)
+    seen = set()
+    succ: List[Tuple[int, int]] = []     # (time, total) of successful bookings, deduped
+    failed: List[int] = []
+    for b in sorted(bookings):
+        if b.created_at_us >= end_all or b.booking_id in seen:
+            continue
+        seen.add(b.booking_id)
+        if b.success:
+            succ.append((b.created_at_us, int(b.total_amount or 0)))
+        else:
+            failed.append(b.created_at_us)
+    if not succ:
+        return []
+    first_month = month_start(us_to_date(succ[0][0]))
+    last_month = last_complete_month(as_of)
+    if first_month > last_month:
+        return []
+    succ_t = [t for t, _ in succ]
+    # prefix sums of monetary for cumulative windows
+    prefix = [0]
+    for _, amount in succ:
+        prefix.append(prefix[-1] + amount)
+    sess = sorted((s for s in sessions if s.end_us < end_all), key=lambda s: s.end_us)
+    sess_end = [s.end_us for s in sess]
+    sess_prefix = [0.0]
+    events_prefix = [0]
+    for s in sess:
+        sess_prefix.append(sess_prefix[-1] + s.active_seconds)
+        events_prefix.append(events_prefix[-1] + s.n_events)
+    failed.sort()
+    purchase_months = sorted({month_start(us_to_date(t)) for t in succ_t})
+    join = first_join_date
+    first_purchase_date = us_to_date(succ_t[0])
+    tenure_from = join if join is not None and join <= first_purchase_date else first_purchase_date
+
+    def count_before(sorted_list, t):
+        return bisect.bisect_left(sorted_list, t)
+
+    rows = []
+    m = first_month
+    while m <= last_month:
+        start_us = date_to_us(m)
+        end_us = date_to_us(add_months(m, 1))
+        start3_us = date_to_us(add_months(m, -2))
+        i_end = count_before(succ_t, end_us)          # purchases before end of M
+        i_start = count_before(succ_t, start_us)
+        i_start3 = count_before(succ_t, start3_us)
+        last_t = succ_t[i_end - 1]                    # exists: m >= first purchase month
+        j_end = count_before(sess_end, end_us)
+        j_start = count_before(sess_end, start_us)
+        j_start3 = count_before(sess_end, start3_us)
+        n_sess = j_end - j_start
+        freq_total = i_end
+        gaps = (succ_t[i_end - 1] - succ_t[0]) / US_PER_DAY / (i_end - 1) if i_end > 1 else None
+        active_months = bisect.bisect_right(purchase_months, m)
+        month_end_date = add_months(m, 1)
+        row = {
+            "customer_id": customer_id,
+            "month": m,
+            "recency_days": (end_us - last_t) / US_PER_DAY,
+            "frequency": i_end - i_start,
+            "monetary": prefix[i_end] - prefix[i_start],
+            "session_count": n_sess,
+            "avg_session_minutes": ((sess_prefix[j_end] - sess_prefix[j_start]) / n_sess / 60.0
+                                    if n_sess else None),
+            "avg_session_events": ((events_prefix[j_end] - events_prefix[j_start]) / n_sess
+                                   if n_sess else None),
+            "avg_session_minutes_3m": ((sess_prefix[j_end] - sess_prefix[j_start3])
+                                       / (j_end - j_start3) / 60.0 if j_end > j_start3 else None),
+            "tenure_days": (month_end_date - tenure_from).days,
+            "frequency_total": freq_total,
+            "monetary_total": prefix[i_end],
+            "frequency_3m": i_end - i_start3,
+            "monetary_3m": prefix[i_end] - prefix[i_start3],
+            "session_count_3m": j_end - j_start3,
+            "failed_bookings": count_before(failed, end_us) - count_before(failed, start_us),
+            "active_months": active_months,
+            "months_since_first_purchase": _months_between(first_month, m),
+            "avg_interpurchase_days": gaps,
+            "recency_ratio": ((end_us - last_t) / US_PER_DAY / gaps if gaps else None),
+            "days_since_last_session": ((end_us - sess_end[j_end - 1]) / US_PER_DAY
+                                        if j_end else None),
+            "avg_order_value": prefix[i_end] / freq_total,
+            "customer_age": _age(birthdate, month_last_day(m)),
+            "churned": None,
+            "as_of": as_of,
+        }
+        if label_observed(m, as_of, horizon):
+            h_end = date_to_us(add_months(m, 1 + horizon))
+            bought = count_before(succ_t, h_end) > i_end
+            row["churned"] = 0 if bought else 1
+        rows.append(row)
+        m = add_months(m, 1)
+    return rows
+
+
+def feature_names(row_or_columns: Any) -> List[str]:
+    """The model feature columns of a churn_features row (or column list)."""
+    cols = list(row_or_columns.keys()) if isinstance(row_or_columns, dict) else list(row_or_columns)
+    return [c for c in cols if c not in NON_FEATURES]
+
+
+# --------------------------------------------------------------------------- helpers
+def transaction_rank(txn) -> tuple:
+    """Deterministic choice among records with the same booking_id: the earliest, then
+    the smallest repr (the Beam job and :func:`churn_features_in_memory` agree)."""
+    return (txn.created_at_us, repr(txn))
+
+
+def booking_of(txn) -> Booking:
+    return Booking(txn.created_at_us, txn.booking_id, txn.payment_status == "Success",
+                   txn.total_amount)
+
+
+def session_owner(customer_ids: Iterable[int]) -> Optional[int]:
+    """A session named by bookings of several customers goes to the smallest id."""
+    ids = list(customer_ids)
+    return min(ids) if ids else None
+
+
+def churn_features_in_memory(transactions: Iterable, click_events: Iterable = (),
+                             customers: Iterable = (), as_of: Optional[dt.date] = None,
+                             visit_gap_s: float = 1800.0) -> List[Dict[str, Any]]:
+    """The whole churn_features table from in-memory records (tests, small data sets).
+
+    Same semantics as the Beam job: bookings deduplicated by booking_id, as_of = date of
+    the latest transaction unless given, records after as_of ignored."""
+    chosen: Dict[str, Any] = {}
+    for t in transactions:
+        old = chosen.get(t.booking_id)
+        if old is None or transaction_rank(t) < transaction_rank(old):
+            chosen[t.booking_id] = t
+    txns = list(chosen.values())
+    if not txns:
+        return []
+    if as_of is None:
+        as_of = us_to_date(max(t.created_at_us for t in txns))
+    end = as_of_end_us(as_of)
+    txns = [t for t in txns if t.created_at_us < end]
+    owners: Dict[str, List[int]] = {}
+    by_customer: Dict[int, List[Booking]] = {}
+    for t in txns:
+        owners.setdefault(t.session_id, []).append(t.customer_id)
+        by_customer.setdefault(t.customer_id, []).append(booking_of(t))
+    times: Dict[str, Dict[str, int]] = {}
+    for e in click_events:
+        if e.session_id in owners and e.event_time_us < end:
+            evs = times.setdefault(e.session_id, {})
+            evs[e.event_id] = min(e.event_time_us, evs.get(e.event_id, e.event_time_us))
+    sessions: Dict[int, List[SessionStat]] = {}
+    for sid, evs in times.items():
+        stat = session_stat(evs.values(), visit_gap_s)
+        sessions.setdefault(session_owner(owners[sid]), []).append(stat)
+    info = {c.customer_id: c for c in customers}
+    rows: List[Dict[str, Any]] = []
+    for cid in sorted(by_customer):
+        c = info.get(cid)
+        rows.extend(churn_rows(cid, by_customer[cid], sessions.get(cid, ()), as_of,
+                               getattr(c, "first_join_date", None), getattr(c, "birthdate", None)))
+    return rows

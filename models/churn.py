@@ -1,0 +1,410 @@
+"""The churn model: a calibrated RandomForestClassifier on ``churn_features``.
+
+Training (``shopstream train churn``):
+
+* rows: the labelled months of ``churn_features`` (churned not NULL); features are the
+  numeric columns except customer_id, month, churned and the label helper as_of;
+* time split, never random: the last ``eval_months`` labelled months are the evaluation
+  slice; the labelled months that end ``gap_months`` (default: the 3-month label
+  horizon) before it are split again in time into a fitting slice and a calibration
+  slice (the latest ``calib_fraction`` of them; ``calib_gap_months`` between the two,
+  default 0). So no label used for training looks at months the evaluation scores: the
+  evaluation is what a model trained at the start of the evaluation slice would have
+  scored. On short data the gap shrinks (``gap_months`` in metadata says what was used);
+* a RandomForestClassifier fitted on the fitting slice, its probabilities calibrated
+  (Platt/sigmoid by default) on the calibration slice with CalibratedClassifierCV over
+  the frozen forest;
+* metrics on the evaluation slice: ROC-AUC, PR-AUC (average precision), Brier, log-loss,
+  and the ROC-AUC of a recency-only baseline (score = recency_days) on the same rows;
+  permutation importance (ROC-AUC drop) on the evaluation slice;
+* the artifact ``{models}/churn/{version}/model.joblib`` + ``metadata.json``, ``LATEST``
+  updated last; metrics rows into ``model_metrics``.
+
+Quarterly retraining: training is a no-op while the current model is younger than a
+quarter — its labelled data ends less than 3 months before the newest labelled month
+and (by the wall clock) it was trained less than 91 days ago or no newer month exists —
+unless ``force``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from models import artifacts
+
+log = logging.getLogger(__name__)
+
+MODEL = "churn"
+MODEL_FILE = "model.joblib"
+#: Feature columns in their preferred order (those present in the table are used).
+FEATURES = (
+    "recency_days", "frequency", "monetary", "session_count", "avg_session_minutes",
+    "avg_session_events", "avg_session_minutes_3m", "recency_ratio", "tenure_days", "frequency_total", "monetary_total", "frequency_3m", "monetary_3m",
+    "session_count_3m", "failed_bookings", "active_months", "months_since_first_purchase",
+    "avg_interpurchase_days", "days_since_last_session", "avg_order_value", "customer_age",
+)
+#: Never features: identifiers, the label and label helpers.
+EXCLUDED = frozenset({"customer_id", "month", "churned", "as_of"})
+REQUIRED = ("recency_days", "frequency", "monetary", "session_count", "avg_session_minutes")
+MISSING = -1.0                  # NULL features (no sessions, unknown age) become this
+RECENT_DAYS = 92               # "recent buyers": a successful purchase in the last ~3 months
+QUARTER_MONTHS = 3
+QUARTER_DAYS = 91
+
+
+class SplitPlan(NamedTuple):
+    fit: List[dt.date]
+    calib: List[dt.date]
+    eval: List[dt.date]
+    gap_months: int
+
+
+class TrainResult(NamedTuple):
+    bundle: Dict[str, Any]          # what model.joblib holds
+    metrics: Dict[str, float]
+    metadata: Dict[str, Any]
+
+
+# --------------------------------------------------------------------------- data
+def _months(values) -> List[dt.date]:
+    return sorted({v if isinstance(v, dt.date) else dt.date.fromisoformat(str(v)[:10])
+                   for v in values})
+
+
+def _add_months(d: dt.date, n: int) -> dt.date:
+    m = d.year * 12 + d.month - 1 + n
+    return dt.date(m // 12, m % 12 + 1, 1)
+
+
+def _months_between(a: dt.date, b: dt.date) -> int:
+    return (b.year - a.year) * 12 + b.month - a.month
+
+
+def to_columns(table) -> Dict[str, list]:
+    """An Arrow table, a list of row dicts or a dict of columns → dict of lists."""
+    if hasattr(table, "to_pydict"):
+        return table.to_pydict()
+    if isinstance(table, Mapping):
+        return {k: list(v) for k, v in table.items()}
+    rows = list(table)
+    if not rows:
+        return {}
+    return {k: [r.get(k) for r in rows] for k in rows[0]}
+
+
+def feature_list(columns: Sequence[str]) -> List[str]:
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        raise ValueError(f"churn_features lacks required column(s): {', '.join(missing)}")
+    return [c for c in FEATURES if c in columns and c not in EXCLUDED]
+
+
+def matrix(cols: Mapping[str, list], features: Sequence[str],
+           index: Optional[np.ndarray] = None) -> np.ndarray:
+    """Feature matrix (float64, NULL → MISSING) of the rows in ``index`` (all if None)."""
+    out = []
+    for f in features:
+        col = np.array([MISSING if v is None else float(v) for v in cols[f]], dtype=np.float64)
+        col[~np.isfinite(col)] = MISSING
+        out.append(col if index is None else col[index])
+    return np.column_stack(out) if out else np.empty((0, 0))
+
+
+# --------------------------------------------------------------------------- split
+def plan_split(labelled_months: Sequence[dt.date], eval_months: int = 3,
+               gap_months: int = 3, calib_fraction: float = 0.25,
+               calib_gap_months: int = 0) -> SplitPlan:
+    """Fit / calibration / evaluation months in time order with ``gap_months`` between
+    consecutive slices (shrunk when the data is too short; never overlapping)."""
+    months = _months(labelled_months)
+    if len(months) < 3:
+        raise ValueError(
+            f"churn training needs at least 3 labelled months (fit, calibration, "
+            f"evaluation); churn_features has {len(months)}: run the batch job on a longer "
+            f"history")
+    n_eval = max(1, min(eval_months, len(months) // 3))
+    ev = months[-n_eval:]
+    for gap in range(gap_months, -1, -1):
+        pool = [m for m in months if m <= _add_months(ev[0], -(gap + 1))]
+        if len(pool) < 2:
+            continue
+        n_cal = max(1, int(round(len(pool) * calib_fraction)))
+        n_cal = min(n_cal, len(pool) - 1)
+        for cgap in range(min(calib_gap_months, gap), -1, -1):
+            calib = pool[-n_cal:]
+            fit = [m for m in pool if m <= _add_months(calib[0], -(cgap + 1))]
+            if fit:
+                return SplitPlan(fit, calib, ev, gap)
+    raise ValueError("could not split the labelled months in time")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- train
+def _auc(y, s) -> Optional[float]:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, s)) if len(set(y.tolist())) == 2 else None
+
+
+def positive_proba(model, X: np.ndarray) -> np.ndarray:
+    classes = list(model.classes_)
+    proba = model.predict_proba(X)
+    return proba[:, classes.index(1)] if 1 in classes else np.zeros(len(X))
+
+
+def train(table, *, eval_months: int = 3, gap_months: int = 3, calib_fraction: float = 0.25,
+          calib_gap_months: int = 0,
+          n_estimators: int = 300, min_samples_leaf: int = 10, max_depth: Optional[int] = None,
+          calibration: str = "sigmoid", seed: int = 0, n_jobs: int = 2,
+          permutation_repeats: int = 5, max_importance_rows: int = 20_000) -> TrainResult:
+    """Train, calibrate and evaluate on ``table`` (churn_features rows, any shape
+    :func:`to_columns` accepts). Pure: no I/O."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.inspection import permutation_importance
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss
+
+    cols = to_columns(table)
+    if not cols or not cols.get("month"):
+        raise ValueError("churn_features is empty: run `shopstream batch` first")
+    features = feature_list(list(cols))
+    months = np.array([m if isinstance(m, dt.date) else dt.date.fromisoformat(str(m)[:10])
+                       for m in cols["month"]], dtype=object)
+    labels = cols["churned"]
+    labelled = np.array([v is not None for v in labels])
+    if not labelled.any():
+        raise ValueError("churn_features has no labelled months yet (churned is NULL "
+                         "everywhere): the data must cover at least 4 complete months")
+    plan = plan_split(months[labelled].tolist(), eval_months, gap_months, calib_fraction,
+                      calib_gap_months)
+    y_all = np.array([-1 if v is None else int(v) for v in labels])
+
+    def rows_in(ms):
+        s = set(ms)
+        return np.flatnonzero(labelled & np.array([m in s for m in months]))
+
+    idx = {"fit": rows_in(plan.fit), "calib": rows_in(plan.calib), "eval": rows_in(plan.eval)}
+    X = {k: matrix(cols, features, v) for k, v in idx.items()}
+    y = {k: y_all[v] for k, v in idx.items()}
+    for k in ("fit", "calib"):
+        if len(set(y[k].tolist())) < 2:
+            raise ValueError(f"the {k} slice has a single class ({len(y[k])} rows): "
+                             f"not enough history to train a churn model")
+    fingerprint = hashlib.sha256()
+    for k in ("fit", "calib"):
+        fingerprint.update(np.ascontiguousarray(X[k]).tobytes())
+        fingerprint.update(np.ascontiguousarray(y[k]).tobytes())
+    fingerprint.update(json.dumps([features, n_estimators, min_samples_leaf, max_depth,
+                                   calibration, seed, _sklearn_version()]).encode())
+    forest = RandomForestClassifier(
+        n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, max_depth=max_depth,
+        max_features="sqrt", n_jobs=n_jobs, random_state=seed)
+    forest.fit(X["fit"], y["fit"])
+    model = CalibratedClassifierCV(FrozenEstimator(forest), method=calibration)
+    model.fit(X["calib"], y["calib"])
+
+    p_eval = positive_proba(model, X["eval"])
+    p_raw = positive_proba(forest, X["eval"])
+    ye = y["eval"]
+    rec = X["eval"][:, features.index("recency_days")]
+    metrics: Dict[str, float] = {
+        "train_rows": float(len(y["fit"])), "calib_rows": float(len(y["calib"])),
+        "eval_rows": float(len(ye)),
+        "eval_positive_rate": float(ye.mean()) if len(ye) else float("nan"),
+        "train_positive_rate": float(y["fit"].mean()),
+    }
+    both = len(set(ye.tolist())) == 2
+    if both:
+        metrics.update({
+            "roc_auc": _auc(ye, p_eval),
+            "pr_auc": float(average_precision_score(ye, p_eval)),
+            "baseline_recency_roc_auc": _auc(ye, rec),
+            "roc_auc_uncalibrated": _auc(ye, p_raw),
+            "log_loss": float(log_loss(ye, np.clip(p_eval, 1e-6, 1 - 1e-6), labels=[0, 1])),
+        })
+        recent = rec <= RECENT_DAYS    # the customers a retention campaign cares about
+        if len(set(ye[recent].tolist())) == 2:
+            metrics.update({
+                "roc_auc_recent_buyers": _auc(ye[recent], p_eval[recent]),
+                "baseline_recency_roc_auc_recent_buyers": _auc(ye[recent], rec[recent]),
+                "eval_rows_recent_buyers": float(recent.sum()),
+            })
+    if len(ye):
+        metrics["brier"] = float(brier_score_loss(ye, p_eval, pos_label=1))
+        metrics["brier_uncalibrated"] = float(brier_score_loss(ye, p_raw, pos_label=1))
+        metrics["mean_predicted"] = float(p_eval.mean())
+
+    importance: Dict[str, float] = {}
+    if both:
+        rng = np.random.default_rng(seed)
+        take = (rng.choice(len(ye), max_importance_rows, replace=False)
+                if len(ye) > max_importance_rows else np.arange(len(ye)))
+        pi = permutation_importance(model, X["eval"][take], ye[take], scoring="roc_auc",
+                                    n_repeats=permutation_repeats, random_state=seed, n_jobs=1)
+        importance = {f: round(float(v), 6) for f, v in
+                      sorted(zip(features, pi.importances_mean), key=lambda kv: -kv[1])}
+
+    bundle = {"model": model, "features": features, "missing": MISSING,
+              "positive_class": 1, "sklearn": _sklearn_version()}
+    metadata = {
+        "model_type": "RandomForestClassifier + CalibratedClassifierCV(%s)" % calibration,
+        "features": features,
+        "window_start": plan.fit[0].isoformat(),
+        "window_end": plan.calib[-1].isoformat(),
+        "data_end": plan.eval[-1].isoformat(),
+        "fit_months": [plan.fit[0].isoformat(), plan.fit[-1].isoformat()],
+        "calibration_months": [plan.calib[0].isoformat(), plan.calib[-1].isoformat()],
+        "eval_months": [plan.eval[0].isoformat(), plan.eval[-1].isoformat()],
+        "gap_months": plan.gap_months,
+        "gap_months_requested": gap_months,
+        "params": {"n_estimators": n_estimators, "min_samples_leaf": min_samples_leaf,
+                   "max_depth": max_depth, "calibration": calibration, "seed": seed},
+        "metrics": metrics,
+        "permutation_importance_roc_auc": importance,
+        "sklearn": _sklearn_version(),
+        "content_sha256": fingerprint.hexdigest(),
+    }
+    return TrainResult(bundle, metrics, metadata)
+
+
+def _sklearn_version() -> str:
+    import sklearn
+
+    return sklearn.__version__
+
+
+# --------------------------------------------------------------------------- artifacts
+def dump_bundle(bundle: Mapping[str, Any]) -> bytes:
+    import joblib
+
+    buf = io.BytesIO()
+    joblib.dump(dict(bundle), buf, compress=3)
+    return buf.getvalue()
+
+
+def save(models_dir: str, result: TrainResult, trained_at: Optional[dt.datetime] = None
+         ) -> Tuple[str, Dict[str, Any]]:
+    """Write the artifact; returns (version, metadata)."""
+    trained_at = trained_at or artifacts.utcnow()
+    files = {MODEL_FILE: dump_bundle(result.bundle)}
+    meta = result.metadata
+    version = artifacts.make_version(dt.date.fromisoformat(meta["window_start"]),
+                                     dt.date.fromisoformat(meta["window_end"]), files,
+                                     meta.get("content_sha256"))
+    meta = dict(meta, trained_at=trained_at.isoformat())
+    artifacts.save(models_dir, MODEL, version, files, meta)
+    return version, dict(meta, version=version)
+
+
+def load(models_dir: str, version: Optional[str] = None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(bundle, metadata) of ``version`` or of LATEST."""
+    import joblib
+
+    meta = artifacts.load_metadata(models_dir, MODEL, version)
+    data = artifacts.load_file(models_dir, MODEL, MODEL_FILE, meta["version"])
+    return joblib.load(io.BytesIO(data)), meta
+
+
+def predict_rows(bundle: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Churn probabilities of churn_features rows (dicts) with a loaded bundle."""
+    if not rows:
+        return np.zeros(0)
+    features = bundle["features"]
+    cols = {f: [r.get(f) for r in rows] for f in features}
+    return positive_proba(bundle["model"], matrix(cols, features))
+
+
+def prediction_rows(bundle, version: str, rows: Sequence[Mapping[str, Any]],
+                    scored_at: Optional[dt.datetime] = None) -> List[Dict[str, Any]]:
+    scored_at = scored_at or artifacts.utcnow()
+    probs = predict_rows(bundle, rows)
+    return [{"customer_id": r["customer_id"], "month": r["month"],
+             "churn_probability": float(p), "model_version": version, "scored_at": scored_at}
+            for r, p in zip(rows, probs)]
+
+
+# --------------------------------------------------------------------------- quarterly
+def retrain_due(current: Optional[Mapping[str, Any]], newest_labelled_month: dt.date,
+                now: Optional[dt.datetime] = None) -> Tuple[bool, str]:
+    """Is a new model due? (quarterly: by data time, or by wall clock when newer data
+    exists). Returns (due, reason)."""
+    if not current:
+        return True, "no churn model yet"
+    now = now or artifacts.utcnow()
+    data_end = dt.date.fromisoformat(str(current.get("data_end") or current["window_end"])[:10])
+    newer = _months_between(data_end, newest_labelled_month)
+    trained_at = dt.datetime.fromisoformat(current["trained_at"])
+    if trained_at.tzinfo is None:
+        trained_at = trained_at.replace(tzinfo=dt.timezone.utc)
+    age_days = (now - trained_at).total_seconds() / 86_400
+    version = current.get("version", "?")
+    if newer >= QUARTER_MONTHS:
+        return True, (f"model {version} is a quarter old: labelled data now reaches "
+                      f"{newest_labelled_month:%Y-%m}, {newer} months past its {data_end:%Y-%m}")
+    if age_days >= QUARTER_DAYS and newer > 0:
+        return True, f"model {version} was trained {age_days:.0f} days ago and newer data exists"
+    return False, (f"churn model {version} is younger than a quarter (its labelled data ends "
+                   f"{data_end:%Y-%m}, the data now reaches {newest_labelled_month:%Y-%m}: "
+                   f"{max(newer, 0)} month(s) newer; trained {age_days:.0f} days ago); "
+                   f"nothing to do — use --force to retrain now")
+
+
+def current_metadata(models_dir: str) -> Optional[Dict[str, Any]]:
+    try:
+        return artifacts.load_metadata(models_dir, MODEL)
+    except FileNotFoundError:
+        return None
+
+
+# --------------------------------------------------------------------------- commands
+def run_train(warehouse: str, models_dir: str, force: bool = False, now=None,
+              **train_kwargs) -> Dict[str, Any]:
+    """``shopstream train churn``: returns a summary dict (``status`` trained|skipped)."""
+    from batch.tables import read_table
+    from transforms.warehouse import open_warehouse
+
+    with open_warehouse(warehouse) as wh:
+        table = read_table(wh, "churn_features")
+        cols = to_columns(table)
+        labelled = [m for m, c in zip(cols.get("month", []), cols.get("churned", []))
+                    if c is not None]
+        if not labelled:
+            raise ValueError("churn_features has no labelled rows: run `shopstream batch` "
+                             "over at least 4 complete months of data first")
+        newest = _months(labelled)[-1]
+        current = current_metadata(models_dir)
+        due, reason = retrain_due(current, newest, now)
+        if not due and not force:
+            return {"status": "skipped", "message": reason,
+                    "version": current.get("version") if current else None}
+        result = train(cols, **train_kwargs)
+        version, meta = save(models_dir, result, trained_at=now)
+        trained_at = dt.datetime.fromisoformat(meta["trained_at"])
+        written = wh.write("model_metrics",
+                           artifacts.metric_rows(MODEL, version, trained_at, result.metrics),
+                           "upsert")
+    return {"status": "trained", "version": version, "metrics": result.metrics,
+            "reason": "forced" if (force and not due) else reason,
+            "metrics_rows": written, "metadata": meta}
+
+
+def run_predict(warehouse: str, models_dir: str, version: Optional[str] = None) -> Dict[str, Any]:
+    """``shopstream predict churn``: score the unlabelled (latest) months."""
+    from batch.tables import read_table
+    from transforms.warehouse import open_warehouse
+
+    bundle, meta = load(models_dir, version)
+    with open_warehouse(warehouse) as wh:
+        table = read_table(wh, "churn_features", "churned IS NULL")
+        rows = table.to_pylist()
+        preds = prediction_rows(bundle, meta["version"], rows)
+        n = wh.write("churn_predictions", preds, "upsert") if preds else 0
+    months = sorted({r["month"] for r in rows})
+    return {"version": meta["version"], "rows": n,
+            "months": [m.isoformat() for m in months]}

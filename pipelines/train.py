@@ -1,0 +1,139 @@
+"""``shopstream train popularity|churn`` and ``shopstream predict churn``.
+
+* ``train churn --warehouse T --models DIR [--force]`` — the churn RandomForest on
+  ``churn_features`` (time split, calibrated, versioned); a no-op while the current
+  model is younger than a quarter unless ``--force``.
+* ``train popularity --warehouse T --models DIR [--period 2w] [--input DIR]`` — XGBoost
+  importances → the popularity weights file, from ``events_enriched`` + ``sales_facts``
+  (or, with ``--input``, straight from the click stream and transactions files).
+* ``predict churn --warehouse T --models DIR`` — churn_predictions for the unlabelled
+  (latest) months of ``churn_features`` with the LATEST (or ``--version``) model.
+
+Models live in a local folder or on GCS (``gs://``): ``{models}/{model}/{version}/``
+and ``{models}/{model}/LATEST``; metrics go to the ``model_metrics`` table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _fmt(metrics, keys) -> str:
+    return " ".join(f"{k}={metrics[k]:.4f}" for k in keys if metrics.get(k) is not None)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--warehouse", required=True, help="DuckDB file path or bq://PROJECT.DATASET")
+    p.add_argument("--models", required=True, help="models folder (local or gs://)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def register(subparsers, name: str = "train") -> argparse.ArgumentParser:
+    if name == "predict":
+        parser = subparsers.add_parser("predict", help="score customers with the current "
+                                       "churn model", description=__doc__.split("\n\n")[0])
+        sub = parser.add_subparsers(dest="model", metavar="MODEL")
+        pc = sub.add_parser("churn", help="write churn_predictions for the latest months")
+        _common(pc)
+        pc.add_argument("--version", default=None, help="model version (default: LATEST)")
+        pc.set_defaults(func=run_predict_churn)
+        parser.set_defaults(func=lambda a: _missing_model(parser))
+        return parser
+    parser = subparsers.add_parser("train", help="train the popularity or churn model",
+                                   description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="model", metavar="MODEL")
+    tc = sub.add_parser("churn", help="RandomForest churn model on churn_features "
+                        "(quarterly: a no-op while the current model is younger)")
+    _common(tc)
+    tc.add_argument("--force", action="store_true",
+                    help="retrain even if the current model is younger than a quarter")
+    tc.add_argument("--eval-months", type=int, default=3,
+                    help="latest labelled months held out for evaluation (default 3)")
+    tc.add_argument("--gap-months", type=int, default=3,
+                    help="months between the training and evaluation slices (default 3, "
+                         "the label horizon)")
+    tc.add_argument("--n-estimators", type=int, default=300)
+    tc.add_argument("--calibration", choices=("sigmoid", "isotonic"), default="sigmoid")
+    tc.add_argument("--seed", type=int, default=0)
+    tc.set_defaults(func=run_train_churn)
+    tp = sub.add_parser("popularity", help="XGBoost importances → popularity weights")
+    _common(tp)
+    tp.add_argument("--period", choices=("week", "2w", "month"), default="2w",
+                    help="engagement period; the label is the next period's purchases")
+    tp.add_argument("--input", default=None,
+                    help="train from click_stream/transactions files in this folder instead "
+                         "of events_enriched (in memory: small data sets)")
+    tp.add_argument("--importance", choices=("gain", "total_gain", "weight", "cover"),
+                    default="gain", help="XGBoost importance type used as weights")
+    tp.add_argument("--seed", type=int, default=0)
+    tp.set_defaults(func=run_train_popularity)
+    parser.set_defaults(func=lambda a: _missing_model(parser))
+    return parser
+
+
+def _missing_model(parser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def run_train_churn(args) -> int:
+    from models import churn
+
+    try:
+        out = churn.run_train(args.warehouse, args.models, force=args.force,
+                              eval_months=args.eval_months, gap_months=args.gap_months,
+                              n_estimators=args.n_estimators, calibration=args.calibration,
+                              seed=args.seed)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"shopstream train churn: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({k: v for k, v in out.items() if k != "metadata"}, default=str))
+    elif out["status"] == "skipped":
+        print(f"train churn: {out['message']}")
+    else:
+        m = out["metrics"]
+        meta = out["metadata"]
+        print(f"train churn: version {out['version']} ({out['reason']}); eval months "
+              f"{meta['eval_months'][0]}..{meta['eval_months'][1]}: "
+              + _fmt(m, ("roc_auc", "pr_auc", "brier", "baseline_recency_roc_auc"))
+              + f"; saved to {args.models}")
+    return 0
+
+
+def run_train_popularity(args) -> int:
+    from models import popularity
+
+    try:
+        out = popularity.run_train(args.warehouse, args.models, period=args.period,
+                                   input_dir=args.input, importance_type=args.importance,
+                                   seed=args.seed)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"shopstream train popularity: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(out, default=str))
+    else:
+        w = " ".join(f"{k}={v:.3f}" for k, v in out["weights"].items())
+        print(f"train popularity: version {out['version']} from {out['source']}; weights {w}; "
+              + _fmt(out["metrics"], ("rmse", "baseline_rmse", "spearman", "weights_spearman"))
+              + f"; saved to {args.models}")
+    return 0
+
+
+def run_predict_churn(args) -> int:
+    from models import churn
+
+    try:
+        out = churn.run_predict(args.warehouse, args.models, args.version)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"shopstream predict churn: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(out, default=str))
+    else:
+        months = ", ".join(out["months"]) or "none"
+        print(f"predict churn: {out['rows']:,} churn_predictions rows (months {months}) "
+              f"with model {out['version']}")
+    return 0
