@@ -7,11 +7,13 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= data/demo
 DEMO_WAREHOUSE ?= warehouse/demo.duckdb
 DEMO_MODELS ?= artifacts/models
+DEMO_REPORT ?= warehouse/report.html
+DEMO_GENERATE ?= --customers 1500 --products 400 --days 400 --seed 7
 REDIS_PORT ?= 6390
 REDIS_URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps test-deps demo demo-data demo-redis demo-replay demo-batch demo-rankings test bench clean redis-stop
+.PHONY: help install system-deps test-deps demo demo-data demo-redis test bench clean redis-stop
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -34,7 +36,7 @@ system-deps:  ## make sure a real redis-server is on PATH (Debian package)
 	    { echo "could not install redis-server: run 'sudo apt-get install -y redis-server' and retry" >&2; exit 1; }; }
 
 demo-data: install  ## generate a small Fashion Campus data set under $(DEMO_DIR)
-	$(BIN)/shopstream generate --out $(DEMO_DIR) --seed 7
+	@test -f $(DEMO_DIR)/transactions.csv || $(BIN)/shopstream generate --out $(DEMO_DIR) $(DEMO_GENERATE)
 
 demo-redis: system-deps  ## start a local redis-server on $(REDIS_PORT) (no persistence)
 	@redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1 || \
@@ -46,11 +48,27 @@ demo-redis: system-deps  ## start a local redis-server on $(REDIS_PORT) (no pers
 redis-stop:  ## stop the demo redis-server
 	-redis-cli -p $(REDIS_PORT) shutdown nosave
 
-demo: install demo-data demo-redis  ## install, generate data, replay into DuckDB + Redis, batch job, live rankings
-	@mkdir -p $(dir $(DEMO_WAREHOUSE))
+demo: install demo-data demo-redis  ## install, generate data, replay into DuckDB + Redis, batch job, models, live rankings, report
+	@mkdir -p $(dir $(DEMO_WAREHOUSE)) $(DEMO_MODELS)
+	@echo "== 1/6 streaming pipeline: replay the click stream and orders into DuckDB and Redis"
 	$(BIN)/shopstream replay --input $(DEMO_DIR) --warehouse $(DEMO_WAREHOUSE) --redis $(REDIS_URL)
+	@echo "== 2/6 daily batch job: sales facts, daily sales, churn features"
+	$(BIN)/shopstream batch --input $(DEMO_DIR) --warehouse $(DEMO_WAREHOUSE)
+	@echo "== 3/6 models: popularity weights (XGBoost) and churn (RandomForest)"
+	$(BIN)/shopstream train popularity --warehouse $(DEMO_WAREHOUSE) --models $(DEMO_MODELS)
+	$(BIN)/shopstream train churn --warehouse $(DEMO_WAREHOUSE) --models $(DEMO_MODELS) --force
+	$(BIN)/shopstream predict churn --warehouse $(DEMO_WAREHOUSE) --models $(DEMO_MODELS)
+	@echo "== 4/6 replay again with the trained popularity weights"
+	$(BIN)/shopstream replay --input $(DEMO_DIR) --warehouse $(DEMO_WAREHOUSE) --redis $(REDIS_URL) --models $(DEMO_MODELS)
+	@echo "== 5/6 live rankings from Redis"
 	$(BIN)/shopstream rankings products --horizon all --redis $(REDIS_URL)
 	$(BIN)/shopstream rankings brands --horizon 24h --redis $(REDIS_URL)
+	$(BIN)/shopstream rankings subcategories --horizon 1h --redis $(REDIS_URL)
+	@echo "== 6/6 analytics report"
+	$(BIN)/shopstream report --warehouse $(DEMO_WAREHOUSE) --out $(DEMO_REPORT)
+	@echo
+	@echo "Report: $(abspath $(DEMO_REPORT))"
+	@echo "Live API and page: $(BIN)/shopstream serve --redis $(REDIS_URL) --warehouse $(DEMO_WAREHOUSE)  (then open http://127.0.0.1:8080/)"
 
 test-deps: system-deps  ## headless Chromium for the browser tests (Debian package)
 	@command -v chromium >/dev/null 2>&1 || { \
