@@ -86,8 +86,11 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
     # ---- engagement and rankings
     weights, weights_source = resolve_weights(opts.weights, opts.models)
     log.info("popularity weights from %s: %s", weights_source, weights)
+    # Sessionize emits an event once its dwell and inference are settled: up to
+    # (lookback + 1) visit gaps after its event time, so windows must accept that lateness.
+    lateness = int(max(3600, (max(1, opts.lookback) + 1) * opts.visit_gap))
     engagement = (enriched, transactions) | "Engagement" >> ProductEngagement(
-        replay_tail=not streaming)
+        replay_tail=not streaming, allowed_lateness=lateness)
     snapshots = engagement | "Rank" >> RankWindows(products_side, weights, top_n=opts.top_n)
     if opts.redis:
         snapshots | "WriteRedis" >> WriteRankingsToRedis(opts.redis)
