@@ -26,9 +26,9 @@ Training (``shopstream train popularity``):
 * artifact ``{models}/popularity/{version}/weights.json`` + ``model.json`` +
   ``metadata.json``, ``LATEST`` last; metrics rows into ``model_metrics``.
 
-:func:`enrich_session` / :func:`engagement_from_events` implement SPEC §2 visits,
-dwell and product-id inference on plain click events, so the model can be trained from
-the click stream itself when the streaming pipeline's table is not available
+:func:`engagement_from_events` applies SPEC §2 (``transforms.sessionize``, the same
+functions the streaming pipeline uses) to plain click events, so the model can be trained
+from the click stream itself when the streaming pipeline's table is not available
 (``--input``, small data sets and tests).
 """
 from __future__ import annotations
@@ -50,58 +50,10 @@ MODEL = "popularity"
 FEATURES = ("click_count", "item_detail_count", "add_to_cart_count", "homepage_count",
             "total_dwell_seconds", "purchases")
 COUNTED = {"CLICK": 0, "ITEM_DETAIL": 1, "ADD_TO_CART": 2, "HOMEPAGE": 3}
-INFERABLE = ("CLICK", "ITEM_DETAIL", "HOMEPAGE")
 PERIODS = ("week", "2w", "month")
 _MONDAY_OFFSET_S = 4 * 86_400          # 1970-01-05 was a Monday
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 US = 1_000_000
-
-
-class Enriched(NamedTuple):
-    event_id: str
-    event_name: str
-    event_time_us: int
-    product_id: Optional[int]
-    product_id_inferred: bool
-    dwell_seconds: Optional[float]
-
-
-# --------------------------------------------------------------------------- SPEC §2
-def enrich_session(events: Iterable, visit_gap_s: float = 1800.0, lookback: int = 3,
-                   inferable: Sequence[str] = INFERABLE) -> List[Enriched]:
-    """One session's events (ClickEvent-like) → ordered, deduplicated, with dwell and
-    inferred product ids (SPEC §2: visits, dwell, inference, duplicates)."""
-    seen, evs = set(), []
-    for e in sorted(events, key=lambda e: (e.event_time_us, e.event_id)):
-        if e.event_id in seen:
-            continue
-        seen.add(e.event_id)
-        evs.append(e)
-    gap = visit_gap_s * US
-    n = len(evs)
-    visit_start = [0] * n
-    for i in range(1, n):
-        visit_start[i] = i if evs[i].event_time_us - evs[i - 1].event_time_us > gap else visit_start[i - 1]
-    dwell: List[Optional[float]] = [None] * n
-    for i in range(n - 1):
-        if visit_start[i + 1] == visit_start[i]:
-            dwell[i] = (evs[i + 1].event_time_us - evs[i].event_time_us) / US
-    product = [e.product_id for e in evs]
-    inferred = [False] * n
-    inferable = set(inferable)
-    for i, e in enumerate(evs):
-        if e.event_name != "ADD_TO_CART" or e.product_id is None:
-            continue
-        j = i - 1
-        while j >= visit_start[i] and i - j <= lookback:
-            w = evs[j]
-            if w.event_name in ("ADD_TO_CART", "BOOKING"):
-                break
-            if w.event_name in inferable and w.product_id is None and product[j] is None:
-                product[j], inferred[j] = e.product_id, True
-            j -= 1
-    return [Enriched(e.event_id, e.event_name, e.event_time_us, product[i], inferred[i], dwell[i])
-            for i, e in enumerate(evs)]
 
 
 def engagement_from_events(events: Iterable, period: Optional[str] = None,
@@ -109,12 +61,15 @@ def engagement_from_events(events: Iterable, period: Optional[str] = None,
                            ) -> Dict[Tuple[int, Optional[int]], List[float]]:
     """Click events → {(product_id, period index or None): [click, item_detail,
     add_to_cart, homepage, dwell, 0.0]} (purchases are added by :func:`add_purchases`)."""
+    from transforms.sessionize import drop_duplicates, enrich_session, sort_key
+
     sessions: Dict[str, list] = defaultdict(list)
     for e in events:
         sessions[e.session_id].append(e)
     out: Dict[Tuple[int, Optional[int]], List[float]] = {}
     for evs in sessions.values():
-        for x in enrich_session(evs, visit_gap_s, lookback):
+        unique, _dups = drop_duplicates(sorted(evs, key=sort_key))
+        for x in enrich_session(unique, visit_gap_s, lookback):
             if x.product_id is None:
                 continue
             key = (x.product_id, period_index(x.event_time_us, period) if period else None)

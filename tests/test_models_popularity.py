@@ -17,41 +17,14 @@ def ev(eid, name, sec, pid=None, session="s"):
     return ClickEvent(session, eid, name, T0 + int(sec * 1_000_000), "WEB", pid)
 
 
-def by_id(enriched):
-    return {e.event_id: e for e in enriched}
-
-
-def test_inference_walks_back_at_most_lookback_events_and_stops_at_adds():
-    evs = [ev("h", "HOMEPAGE", 0), ev("s", "SCROLL", 10), ev("c", "CLICK", 20),
-           ev("d", "ITEM_DETAIL", 30), ev("a1", "ADD_TO_CART", 40, 7),
-           ev("c2", "CLICK", 50), ev("a2", "ADD_TO_CART", 60, 8),
-           ev("b", "BOOKING", 70), ev("h2", "HOMEPAGE", 80), ev("a3", "ADD_TO_CART", 90, 9)]
-    out = by_id(pop.enrich_session(evs))
-    assert (out["d"].product_id, out["d"].product_id_inferred) == (7, True)
-    assert out["c"].product_id == 7 and out["s"].product_id is None   # SCROLL: not inferable
-    assert out["h"].product_id is None                                # 4 back: beyond lookback
-    assert out["c2"].product_id == 8                                  # stops at a1
-    assert out["h2"].product_id == 9 and out["b"].product_id is None  # stops at BOOKING
-    assert out["a1"].product_id == 7 and not out["a1"].product_id_inferred
-
-
-def test_visits_bound_dwell_and_inference():
-    evs = [ev("c", "CLICK", 0), ev("x", "HOMEPAGE", 100),
-           ev("a", "ADD_TO_CART", 100 + 1801, 5), ev("z", "CLICK", 100 + 1801 + 5)]
-    out = by_id(pop.enrich_session(evs, visit_gap_s=1800))
-    assert out["c"].dwell_seconds == 100.0
-    assert out["x"].dwell_seconds is None          # last of its visit
-    assert out["x"].product_id is None             # the add is in the next visit
-    assert out["a"].dwell_seconds == 5.0 and out["z"].dwell_seconds is None
-
-
-def test_order_and_duplicates_do_not_matter():
+def test_engagement_uses_the_spec_rules_whatever_the_order_and_duplicates():
+    # the SPEC §2 rules themselves are tested in tests/test_sessionize.py
     evs = [ev("a", "ADD_TO_CART", 30, 3), ev("c", "CLICK", 10), ev("c", "CLICK", 10),
-           ev("d", "ITEM_DETAIL", 10)]              # same time: ordered by event_id
-    a = pop.enrich_session(evs)
-    b = pop.enrich_session(list(reversed(evs)))
-    assert a == b and [e.event_id for e in a] == ["c", "d", "a"]
-    assert by_id(a)["c"].dwell_seconds == 0.0 and by_id(a)["d"].dwell_seconds == 20.0
+           ev("d", "ITEM_DETAIL", 10), ev("h", "HOMEPAGE", 0), ev("x", "SCROLL", 5)]
+    a = pop.engagement_from_events(evs)
+    b = pop.engagement_from_events(list(reversed(evs)))
+    # h is 4 events before the add (beyond lookback 3); c, d inferred; duplicate c once
+    assert a == b == {(3, None): [1, 1, 1, 0, 0 + 20 + 0, 0]}
 
 
 def test_engagement_and_purchases_per_product():
