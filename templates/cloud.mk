@@ -1,6 +1,6 @@
 # shopstream on Google Cloud — included by the top-level Makefile (`include templates/cloud.mk`).
 # Every name comes from variables; put yours in .env (copy .env.example). Walk-through:
-# templates/DEPLOY.md. Nothing here runs unless you call one of these targets.
+# README.md ("Deploying to Google Cloud"). Nothing here runs unless you call one of these targets.
 -include .env
 
 GCP_PROJECT ?=
@@ -56,7 +56,7 @@ PYTHON3 ?= python3
 NOW = $(shell date -u +%Y%m%d-%H%M%S)
 
 # $(call cloud-require,VAR ...): stop with a clear message when a variable is empty.
-cloud-require = $(foreach v,$(1),$(if $(strip $($(v))),,$(error $(v) is not set: copy .env.example to .env and fill it in (see templates/DEPLOY.md))))
+cloud-require = $(foreach v,$(1),$(if $(strip $($(v))),,$(error $(v) is not set: copy .env.example to .env and fill it in (see README.md ("Deploying to Google Cloud")))))
 
 # Dataflow environment shared by every job (Memorystore is reached over NETWORK).
 DATAFLOW_ENV = --region=$(GCP_REGION) --project=$(GCP_PROJECT) \

@@ -651,11 +651,11 @@ def test_cloud_mk_schedule_batch_posts_a_valid_launch_request(cloud_make):
         assert req.launchParameter.environment.serviceAccountEmail == CLOUD_VARS["DATAFLOW_SA"]
 
 
-def test_deploy_md_table_list_matches_the_schemas():
+def test_readme_deploy_table_list_matches_the_schemas():
     from transforms.warehouse import TABLES, table_schema
 
     rows = {}
-    for line in (TEMPLATES / "DEPLOY.md").read_text().splitlines():
+    for line in (TEMPLATES.parent / "README.md").read_text().splitlines():
         m = re.match(r"^\| `(\w+)` \| (.+?) \| (.+?) \| (.+?) \|$", line)
         if m:
             rows[m.group(1)] = m.groups()[1:]
