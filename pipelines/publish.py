@@ -24,7 +24,6 @@ Honours ``PUBSUB_EMULATOR_HOST`` (the Pub/Sub client library does).
 from __future__ import annotations
 
 import argparse
-import csv
 import heapq
 import io
 import json
@@ -98,29 +97,14 @@ def iter_rows(path: str, kind: str, stats: ReadStats) -> Iterator[Tuple[int, str
                 stats.valid += 1
                 yield _key(kind, rec) + (row,)
             return
-        reader = csv.reader(text)
-        try:
-            header = [h.strip().lstrip("\ufeff") for h in next(reader)]
-        except StopIteration:
-            return
-        if tuple(header) != records.COLUMNS[kind]:
-            stats.reject(kind, f"unexpected {kind} header in {path}; expected "
-                               f"{','.join(records.COLUMNS[kind])}", ",".join(header))
-            return
-        while True:
-            try:
-                fields = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                stats.read += 1
-                stats.reject(kind, f"unreadable CSV line {reader.line_num}: {exc}", "")
-                continue
-            if not fields:
-                continue
+        for item in records.iter_csv_rows(kind, text, source=kind):
             stats.read += 1
+            if isinstance(item, records.DeadLetter):
+                stats.reject(kind, f"{item.reason} ({path})" if "header" in item.reason
+                             else item.reason, item.raw)
+                continue
+            row, fields = item
             try:
-                row = records.fields_to_row(kind, fields)
                 rec = parse(row)
             except records.InvalidRecord as exc:
                 stats.reject(kind, str(exc), ",".join(fields))

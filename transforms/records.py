@@ -13,7 +13,7 @@ import datetime as dt
 import io
 import json
 import re
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 EVENT_NAMES = frozenset({
     "HOMEPAGE", "CLICK", "SCROLL", "ITEM_DETAIL", "SEARCH", "ADD_TO_CART",
@@ -464,9 +464,10 @@ def parse_or_dead(kind: str, raw: Union[str, bytes], fmt: str = "csv") -> Union[
         return dead_letter(kind, raw, f"unexpected parser error: {type(exc).__name__}: {_clip(exc)}")
 
 
-def iter_csv_text(kind: str, lines: Iterable[str], source: Optional[str] = None
-                  ) -> Iterator[Union[Record, DeadLetter]]:
-    """Parse CSV text (header first) record by record; bad rows become DeadLetters."""
+def iter_csv_rows(kind: str, lines: Iterable[str], source: Optional[str] = None
+                  ) -> Iterator[Union[Tuple[dict, Sequence[str]], DeadLetter]]:
+    """CSV text (header first) → ``(row, fields)`` per line, the row keyed by column name
+    (product names with unquoted commas repaired); unreadable lines become DeadLetters."""
     source = source or kind
     reader = csv.reader(lines)
     try:
@@ -492,7 +493,23 @@ def iter_csv_text(kind: str, lines: Iterable[str], source: Optional[str] = None
         if not fields:
             continue
         try:
-            rec = parse_fields(kind, fields)
+            yield fields_to_row(kind, fields), fields
+        except InvalidRecord as exc:
+            yield dead_letter(source, _fields_raw(fields), str(exc))
+
+
+def iter_csv_text(kind: str, lines: Iterable[str], source: Optional[str] = None
+                  ) -> Iterator[Union[Record, DeadLetter]]:
+    """Parse CSV text (header first) record by record; bad rows become DeadLetters."""
+    source = source or kind
+    parse = PARSERS[kind]
+    for item in iter_csv_rows(kind, lines, source):
+        if isinstance(item, DeadLetter):
+            yield item
+            continue
+        row, fields = item
+        try:
+            rec = parse(row)
         except InvalidRecord as exc:
             rec = dead_letter(source, _fields_raw(fields), str(exc))
         except Exception as exc:  # a parser bug must not stop the file: dead-letter it
