@@ -71,6 +71,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (ValueError, OSError) as exc:  # bad arguments or inputs: a message, not a traceback
+        if args.log_level.upper() == "DEBUG":
+            raise
+        print(f"shopstream {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
