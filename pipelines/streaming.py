@@ -5,6 +5,16 @@
                                                                    └─ Engagement (1h/24h sliding,
                                                                       all) ─ Rank ─ Redis, top-10s
 Sources and sinks are chosen by options; the transforms in between never know which.
+
+A bounded replay (``shopstream replay``, not ``--streaming``) takes a batch shape of the
+same semantics (measured ~2x faster, peak memory bounded by a bucket, not the data):
+files are read in byte ranges and parsed straight into compact per-bucket session lists
+spilled to a temporary folder (``sources.ReadTableChunks``) — the one shuffle carries
+only file references — then ``sessions.SessionizeBuckets`` enriches whole sessions into
+*lists* of events, ``ProductEngagement(batched=True)`` reduces each list to a partial
+table, and a DuckDB warehouse is staged as Parquet and loaded once after the run. On
+the DirectRunner it uses one worker process per core (up to 2) unless
+``--direct_num_workers`` / ``--direct_running_mode`` say otherwise.
 """
 from __future__ import annotations
 
@@ -35,7 +45,7 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
     """Add the shopstream graph to ``p``; returns the main PCollections (for tests)."""
     from models.scoring import resolve_weights
     from transforms.rankings import product_engagement_rows, top10_rows
-    from transforms.sessions import Sessionize
+    from transforms.sessions import Sessionize, SessionizeBuckets
 
     ProductEngagement, RankWindows, WriteRankingsToRedis = _engagement_and_rankings()
     live = bool(opts.subscription)
@@ -52,12 +62,23 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
         orders = (p | "ReadOrders" >> sources.ReadPubSubRecords(
             opts.orders_subscription, "transactions", "booking_id" if dataflow else None)
             if opts.orders_subscription else None)
-    else:
+    elif streaming:
         clicks = p | "ReadClicks" >> sources.ReadTableFiles(
             _require(sources.find_table_files(opts.input, "click_stream"), "click_stream", opts.input),
             "click_stream")
         order_files = sources.find_table_files(opts.input, "transactions")
         orders = (p | "ReadOrders" >> sources.ReadTableFiles(order_files, "transactions")
+                  if order_files else None)
+    else:
+        # Bounded replay: files read in byte ranges, clicks parsed straight into compact
+        # per-bucket session lists — one shuffle of a few thousand elements, and lists
+        # of enriched events (not single events) from there on.
+        spill = _spill_dir(p.options)
+        clicks = p | "ReadClicks" >> sources.ReadTableChunks(
+            _require(sources.find_table_files(opts.input, "click_stream"), "click_stream", opts.input),
+            "click_stream", buckets=sources.SESSION_BUCKETS, spill_dir=spill)
+        order_files = sources.find_table_files(opts.input, "transactions")
+        orders = (p | "ReadOrders" >> sources.ReadTableChunks(order_files, "transactions")
                   if order_files else None)
     dead.append(clicks["dead"])
     if orders is not None:
@@ -78,10 +99,15 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
     products_side = beam.pvalue.AsDict(products)
 
     # ---- sessions
-    sessions = clicks["records"] | "Sessionize" >> Sessionize(
-        visit_gap=opts.visit_gap, lookback=opts.lookback, dedup_ttl=opts.dedup_ttl)
-    enriched = sessions["enriched"]
-    dead.append(sessions["late"])  # late data for closed visits, with the reason
+    batched = not streaming  # replay: enriched is a PCollection of lists of events
+    if batched:
+        enriched = clicks["records"] | "Sessionize" >> SessionizeBuckets(
+            visit_gap=opts.visit_gap, lookback=opts.lookback)
+    else:
+        sessions = clicks["records"] | "Sessionize" >> Sessionize(
+            visit_gap=opts.visit_gap, lookback=opts.lookback, dedup_ttl=opts.dedup_ttl)
+        enriched = sessions["enriched"]
+        dead.append(sessions["late"])  # late data for closed visits, with the reason
 
     # ---- engagement and rankings
     weights, weights_source = resolve_weights(opts.weights, opts.models)
@@ -90,29 +116,65 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
     # (lookback + 1) visit gaps after its event time, so windows must accept that lateness.
     lateness = int(max(3600, (max(1, opts.lookback) + 1) * opts.visit_gap))
     engagement = (enriched, transactions) | "Engagement" >> ProductEngagement(
-        replay_tail=not streaming, allowed_lateness=lateness)
+        replay_tail=not streaming, batched=batched, allowed_lateness=lateness)
     snapshots = engagement | "Rank" >> RankWindows(products_side, weights, top_n=opts.top_n)
     if opts.redis:
         snapshots | "WriteRedis" >> WriteRankingsToRedis(opts.redis)
 
     # ---- warehouse
     dead_all = dead | "FlattenDead" >> beam.Flatten()
+    staged = []  # [(table, mode)] staged as Parquet, loaded after the run
     if opts.warehouse:
-        failed = (enriched | "EnrichedRows" >> beam.Map(sinks.enriched_row)
-                  | "WriteEnriched" >> sinks.WriteRows(opts.warehouse, "events_enriched", streaming))
+        from transforms.warehouse import parse_target
+
+        stage = (f"{spill}/warehouse" if batched and parse_target(opts.warehouse)[0] == "duckdb"
+                 else None)
+
+        def rows_sink(table, **kw):
+            if stage:
+                staged.append((table, sinks.staged_mode(table)))
+                return sinks.StageRows(stage, table, **kw)
+            return sinks.WriteRows(opts.warehouse, table, streaming, **kw)
+
+        def snapshot_sink(table):
+            if stage:
+                staged.append((table, "replace"))
+                return sinks.StageSnapshots(stage, table)
+            return sinks.WriteSnapshots(opts.warehouse, table)
+
+        if batched:
+            failed = enriched | "WriteEnriched" >> rows_sink(
+                "events_enriched", batched=sinks.enriched_table, flush_rows=250_000)
+        else:
+            failed = (enriched | "EnrichedRows" >> beam.Map(sinks.enriched_row)
+                      | "WriteEnriched" >> rows_sink("events_enriched"))
         ((dead_all | "DeadRows" >> beam.Map(sinks.dead_row), failed)
          | "AllDeadRows" >> beam.Flatten()
-         | "WriteDeadLetter" >> sinks.WriteRows(opts.warehouse, "dead_letter", streaming))
+         | "WriteDeadLetter" >> rows_sink("dead_letter"))
         all_time = snapshots | "AllTime" >> beam.Filter(lambda s: s.horizon == "all")
         (all_time | "EngagementTable" >> beam.FlatMap(
             lambda s, prods, w: [product_engagement_rows(s, prods, w)], products_side, weights)
-         | "WriteEngagement" >> sinks.WriteSnapshots(opts.warehouse, "product_engagement"))
+         | "WriteEngagement" >> snapshot_sink("product_engagement"))
         for table in ("top10_products", "top10_brands", "top10_subcategories",
                       "top10_products_by_season_gender"):
             (all_time | f"Rows_{table}" >> beam.Map(top10_rows, table)
-             | f"Write_{table}" >> sinks.WriteSnapshots(opts.warehouse, table))
+             | f"Write_{table}" >> snapshot_sink(table))
+    # In a bounded replay "enriched" holds lists of EnrichedEvents (see SessionizeBuckets).
     return {"enriched": enriched, "snapshots": snapshots, "dead": dead_all,
-            "transactions": transactions}
+            "transactions": transactions, "spill_dir": None if streaming else spill,
+            "staged": (f"{spill}/warehouse", staged) if staged else None}
+
+
+def _spill_dir(options) -> str:
+    """Where a replay spills its session payloads (deleted after the run): a fresh folder
+    under --temp_location, else under the local temp folder."""
+    import tempfile
+    import uuid
+
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    base = options.view_as(GoogleCloudOptions).temp_location or tempfile.gettempdir()
+    return f"{base.rstrip('/')}/shopstream-replay-{uuid.uuid4().hex[:12]}"
 
 
 def _require(paths: List[str], kind: str, root: str) -> List[str]:
@@ -161,6 +223,19 @@ def _pipeline_options(args, beam_args: List[str], streaming: bool) -> PipelineOp
         flags.append(f"--{name}={getattr(args, name)}")
     if streaming:
         flags.append("--streaming")
+    elif "://" not in str(getattr(args, "input", "") or "") and not any(
+            a.startswith(("--direct_num_workers", "--direct_running_mode", "--runner="))
+            and not a.startswith("--runner=DirectRunner") for a in flags):
+        # A bounded replay on the DirectRunner (FnApiRunner): one worker process per core
+        # (up to 2) — measured 1.4x faster on 2 cores; the warehouse is staged as Parquet
+        # and loaded once after the run, so workers never share the DuckDB file.
+        # Local input only: worker processes do not inherit in-process client setup
+        # (e.g. a GCS endpoint configured by the caller), so gs:// replays stay in-process.
+        import os
+
+        workers = min(2, os.cpu_count() or 1)
+        if workers > 1:
+            flags += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     opts = PipelineOptions(flags)
     opts.view_as(beam.options.pipeline_options.SetupOptions).save_main_session = False
     return opts
@@ -168,10 +243,21 @@ def _pipeline_options(args, beam_args: List[str], streaming: bool) -> PipelineOp
 
 def run_pipeline(opts: PipelineOptions, wait: bool = True):
     p = beam.Pipeline(options=opts)
-    build_pipeline(p, opts.view_as(ShopstreamStreamingOptions))
-    result = p.run()
-    if wait:
-        result.wait_until_finish()
+    built = build_pipeline(p, opts.view_as(ShopstreamStreamingOptions))
+    spill = built.get("spill_dir")
+    try:
+        result = p.run()
+        if wait:
+            result.wait_until_finish()
+            if built.get("staged"):
+                folder, tables = built["staged"]
+                t0 = time.time()
+                loaded = sinks.load_staged(opts.view_as(ShopstreamStreamingOptions).warehouse,
+                                           folder, tables)
+                log.info("loaded staged tables in %.1fs: %s", time.time() - t0, loaded)
+    finally:
+        if spill and wait:
+            sources.delete_spill(spill)
     return result
 
 

@@ -20,7 +20,8 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Seq
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms import trigger, window
-from apache_beam.utils.timestamp import MAX_TIMESTAMP
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from models.scoring import FEATURES  # the six features, in SPEC order
 
@@ -189,6 +190,9 @@ class EngagementCombineFn(beam.CombineFn):
         return {}
 
     def add_input(self, acc: Dict[int, list], element) -> Dict[int, list]:
+        if isinstance(element, dict):  # a partial table {pid: accumulator} (batched replay)
+            return self.merge_accumulators([acc, element]) if acc else {
+                pid: list(part) for pid, part in element.items()}
         pid, part = element
         if isinstance(part, Engagement):
             part = engagement_to_acc(part)
@@ -295,6 +299,12 @@ class ProductEngagement(beam.PTransform):
     live pipeline would show at the end — instead of every window of the replay (a
     replay of months would rank ~290 windows a day only for Redis to keep the newest).
 
+    ``batched=True`` (with ``replay_tail``): the events PCollection holds *lists* of
+    enriched events (``sessions.SessionizeBuckets``); each bundle's lists are reduced to
+    one partial table for ``all`` and only the events near a list's end (within the
+    largest sliding size of its last event — a superset of the global tail) go on as
+    single contributions for the sliding horizons. Same results, far fewer elements.
+
     The input is ``(events, transactions)``, a dict with keys ``events`` and/or
     ``transactions``, or a single events PCollection (no orders). Labels are stable:
     ``Events``, ``Transactions``, ``Contributions``, ``{horizon}/Window``,
@@ -306,7 +316,7 @@ class ProductEngagement(beam.PTransform):
                  periods: Optional[Mapping[str, int]] = None, allowed_lateness: int = 3600,
                  early_seconds: int = 10, late_seconds: int = 10, flatten: bool = True,
                  streaming: Optional[bool] = None, replay_tail: bool = False,
-                 label: Optional[str] = None):
+                 batched: bool = False, label: Optional[str] = None):
         super().__init__(label)
         if isinstance(horizons, str):
             horizons = [h.strip() for h in horizons.split(",") if h.strip()]
@@ -322,6 +332,9 @@ class ProductEngagement(beam.PTransform):
         self.flatten = flatten
         self.streaming = streaming
         self.replay_tail = replay_tail
+        self.batched = batched
+        if batched and not replay_tail:
+            raise ValueError("batched=True is the bounded replay path: it needs replay_tail=True")
         for h in self.horizons:  # validate periods now, not at expansion
             self._windowing(h, True)
 
@@ -340,7 +353,17 @@ class ProductEngagement(beam.PTransform):
             streaming = bool(pipeline.options.view_as(StandardOptions).streaming)
         if self.replay_tail and streaming:
             raise ValueError("replay_tail needs bounded input in batch mode (not --streaming)")
-        parts = []
+        parts, all_parts = [], None
+        if self.batched and events is not None:
+            # events are lists of enriched events: one partial table per list for the
+            # all-time horizon; single contributions only near the end of the list's
+            # event time (the global tail starts after the list's last time - size).
+            max_size = max((HORIZON_SIZES[h] or 0) for h in self.horizons) * 1_000_000
+            ev = events | "Events" >> beam.ParDo(_BatchContributions(max_size)).with_outputs(
+                _TAIL, main="tables")
+            parts.append(ev[_TAIL] | "Events/Rewindow" >> beam.WindowInto(window.GlobalWindows()))
+            all_parts = [ev.tables]
+            events = None
         if events is not None:
             parts.append(events | "Events" >> beam.FlatMap(event_contribution)
                          | "Events/Rewindow" >> beam.WindowInto(window.GlobalWindows()))
@@ -350,6 +373,9 @@ class ProductEngagement(beam.PTransform):
         if not parts:
             raise ValueError("ProductEngagement needs events and/or transactions")
         contributions = tuple(parts) | "Contributions" >> beam.Flatten()
+        all_source = contributions
+        if all_parts is not None:
+            all_source = tuple(all_parts + parts[1:]) | "AllContributions" >> beam.Flatten()
         last = None
         if self.replay_tail and any(HORIZON_SIZES[h] for h in self.horizons):
             last = beam.pvalue.AsSingleton(
@@ -363,7 +389,7 @@ class ProductEngagement(beam.PTransform):
                 tail = (size * 1_000_000, int(self.periods[h]) * 1_000_000)
                 source = contributions | f"{h}/Tail" >> beam.Filter(_in_tail, tail, last)
             else:
-                source = contributions
+                source = all_source if size is None else contributions
             out[h] = (source
                       | f"{h}/Window" >> self._windowing(h, streaming)
                       | f"{h}/Combine" >> beam.CombineGlobally(EngagementCombineFn()).without_defaults()
@@ -375,6 +401,57 @@ class ProductEngagement(beam.PTransform):
         rewindowed = [out[h] | f"{h}/Rewindow" >> beam.WindowInto(window.GlobalWindows())
                       for h in self.horizons]
         return tuple(rewindowed) | "Flatten" >> beam.Flatten()
+
+
+_TAIL = "tail"
+
+
+class _BatchContributions(beam.DoFn):
+    """A list of enriched events → one ``{product_id: accumulator}`` table (main output)
+    and, on ``tail``, the single timestamped contributions of the events within
+    ``max_size_us`` of the list's last contribution (all a tail window can need)."""
+
+    def __init__(self, max_size_us: int):
+        self.max_size_us = max_size_us
+
+    def start_bundle(self):
+        self.table: Dict[int, list] = {}  # one partial table per bundle, not per list
+
+    def process(self, batch):
+        # event_contribution + _add_into inlined (the hot loop of the replay).
+        last = max((e[3] for e in batch if e[5] is not None), default=None)
+        if last is None:
+            return
+        cut = last - self.max_size_us if self.max_size_us else None
+        table, counts = self.table, _COUNT_INDEX
+        for e in batch:
+            pid = e[5]
+            if pid is None:
+                continue
+            pid = int(pid)
+            idx = counts.get(e[2])
+            dwell = _dwell_us(e[14])
+            t = e[3]
+            cur = table.get(pid)
+            if cur is None:
+                cur = table[pid] = _new_acc()
+            if idx is not None:
+                cur[idx] += 1
+            cur[_DWELL] += dwell
+            if cur[_LAST] is None or t > cur[_LAST]:
+                cur[_LAST] = t
+            if cut is not None and t >= cut:
+                part = _new_acc()
+                if idx is not None:
+                    part[idx] = 1
+                part[_DWELL], part[_LAST] = dwell, t
+                yield beam.pvalue.TaggedOutput(
+                    _TAIL, window.TimestampedValue((pid, part), Timestamp(micros=t)))
+
+    def finish_bundle(self):
+        if self.table:
+            table, self.table = self.table, {}
+            yield WindowedValue(table, MIN_TIMESTAMP, [window.GlobalWindow()])
 
 
 def _max_or_none(values):

@@ -3,6 +3,9 @@ typed records with event-time timestamps. Bad input leaves on the ``dead`` outpu
 from __future__ import annotations
 
 import csv
+import pickle
+import re
+import zlib
 from typing import Iterable, List, Optional
 
 import apache_beam as beam
@@ -38,6 +41,98 @@ def file_format(path: str) -> str:
     return "json" if name.endswith((".jsonl", ".json")) else "csv"
 
 
+#: A valid click row the metadata of another row is parsed with (see _click_parser).
+_META_PROBE = ["s", "", "2020-01-01T00:00:00Z", "e", "", ""]
+_META_CACHE_MAX = 50_000
+
+
+def _click_parser(cache: dict):
+    """``records.parse_fields('click_stream', ·)`` with the metadata of non-ADD_TO_CART
+    events parsed once per distinct (event_name, event_metadata) text: BOOKING/SEARCH/
+    ADD_PROMO metadata repeats, and its ``literal_eval`` dominated the parse. Same results
+    and reasons: the row is validated with empty metadata first (the parser checks ids,
+    name and time before the metadata), then the cached metadata part is added."""
+    parse_fields = records.parse_fields
+    make = records.ClickEvent._make
+
+    def parse(kind, fields):
+        if len(fields) != 6 or not fields[5]:
+            return parse_fields(kind, fields)
+        name = fields[1].strip()
+        if name == "ADD_TO_CART":
+            return parse_fields(kind, fields)  # its own regex fast path in records
+        base = parse_fields(kind, [*fields[:5], ""])
+        key = (name, fields[5])
+        meta = cache.get(key)
+        if meta is None:
+            if len(cache) >= _META_CACHE_MAX:
+                cache.clear()
+            probe = list(_META_PROBE)
+            probe[1], probe[5] = name, fields[5]
+            try:
+                meta = tuple(parse_fields(kind, probe)[5:])
+            except records.InvalidRecord as exc:
+                meta = exc
+            cache[key] = meta
+        if isinstance(meta, Exception):
+            raise records.InvalidRecord(str(meta))
+        return make(base[:5] + meta)
+
+    return parse
+
+
+_N = r"(?:0|[1-9]\d{0,17})"  # as records._NUM: plain decimals within INT64
+_ITEM = r"\{'product_id': (%s), 'quantity': (%s), 'item_price': (%s)\}" % (_N, _N, _N)
+_ITEM_RE = re.compile(_ITEM)
+_ITEM_NC = r"\{'product_id': %s, 'quantity': %s, 'item_price': %s\}" % (_N, _N, _N)
+_ITEMS_RE = re.compile(r"\[%s(?:, %s)*\]\Z" % (_ITEM_NC, _ITEM_NC))
+
+
+def _parse_transaction_fields(kind, fields):
+    """``records.parse_fields('transactions', ·)`` with a regex fast path for the common
+    product_metadata shape (a list of {product_id, quantity, item_price} dicts of plain
+    positive decimals) instead of ``literal_eval``; anything else takes the full parser.
+    The row is validated with an empty list first (metadata is checked after the ids
+    and before everything else, and a matching list is valid), so results and reasons
+    are the same."""
+    parse_fields = records.parse_fields
+    if len(fields) != len(records.TRANSACTION_COLUMNS):
+        return parse_fields(kind, fields)
+    text = fields[4]
+    if len(text) > records.MAX_LITERAL_CHARS or not _ITEMS_RE.match(text):
+        return parse_fields(kind, fields)
+    items = [(int(a), int(b), int(c)) for a, b, c in _ITEM_RE.findall(text)]
+    if any(pid <= 0 or qty <= 0 for pid, qty, _ in items):
+        return parse_fields(kind, fields)
+    base = parse_fields(kind, [*fields[:4], "[]", *fields[5:]])
+    return base._replace(lines=tuple(records.BookingLine(*i) for i in items))
+
+
+def parse_lines(kind: str, fmt: str, lines: List[str], meta_cache: Optional[dict] = None):
+    """Lines of one table → records, or DeadLetters (raw line and reason) for bad lines."""
+    parse_fields = records.parse_fields
+    if meta_cache is not None and kind == "click_stream":
+        parse_fields = _click_parser(meta_cache)
+    elif meta_cache is not None and kind == "transactions":
+        parse_fields = _parse_transaction_fields
+    if fmt == "csv":
+        try:
+            rows = list(csv.reader(lines))
+        except csv.Error:  # fall back to one line at a time to isolate the bad one
+            rows = None
+        pairs = zip(lines, rows) if rows is not None and len(rows) == len(lines) else (
+            (ln, None) for ln in lines)
+        for line, fields in pairs:
+            try:
+                yield (parse_fields(kind, fields) if fields is not None
+                       else records.parse_csv_line(kind, line))
+            except records.InvalidRecord as exc:
+                yield records.dead_letter(kind, line, str(exc))
+    else:
+        for line in lines:
+            yield records.parse_or_dead(kind, line, "json")
+
+
 class ParseLines(beam.DoFn):
     """Lines (batched) → records with event-time timestamps; bad lines → ``dead``."""
 
@@ -48,35 +143,15 @@ class ParseLines(beam.DoFn):
         self.dead = Metrics.counter("shopstream", f"{kind}_dead_lettered")
 
     def process(self, lines: List[str]):
-        kind, parse_fields = self.kind, records.parse_fields
         self.read.inc(len(lines))
         good = bad = 0
-        if self.fmt == "csv":
-            try:
-                rows = list(csv.reader(lines))
-            except csv.Error:  # fall back to one line at a time to isolate the bad one
-                rows = None
-            pairs = zip(lines, rows) if rows is not None and len(rows) == len(lines) else (
-                (ln, None) for ln in lines)
-            for line, fields in pairs:
-                try:
-                    rec = (parse_fields(kind, fields) if fields is not None
-                           else records.parse_csv_line(kind, line))
-                except records.InvalidRecord as exc:
-                    bad += 1
-                    yield beam.pvalue.TaggedOutput(DEAD, records.dead_letter(kind, line, str(exc)))
-                    continue
+        for rec in parse_lines(self.kind, self.fmt, lines):
+            if isinstance(rec, records.DeadLetter):
+                bad += 1
+                yield beam.pvalue.TaggedOutput(DEAD, rec)
+            else:
                 good += 1
                 yield self._out(rec)
-        else:
-            for line in lines:
-                rec = records.parse_or_dead(kind, line, "json")
-                if isinstance(rec, records.DeadLetter):
-                    bad += 1
-                    yield beam.pvalue.TaggedOutput(DEAD, rec)
-                else:
-                    good += 1
-                    yield self._out(rec)
         self.valid.inc(good)
         self.dead.inc(bad)
 
@@ -178,3 +253,167 @@ class ReadPubSubRecords(beam.PTransform):
                | "ParseMessages" >> beam.ParDo(ParseMessages(self.kind)).with_outputs(
                    DEAD, main="records"))
         return {"records": out.records, "dead": out[DEAD]}
+
+
+# --------------------------------------------------------------------------- bounded replay
+#: Bytes of a file one ``ReadChunks`` element covers (~60 k click lines).
+CHUNK_BYTES = 8 << 20
+#: Session buckets of the replay's one shuffle: each holds whole sessions.
+SESSION_BUCKETS = 64
+
+
+def file_splits(path: str, chunk_bytes: int = CHUNK_BYTES) -> List[tuple]:
+    """``(path, start, end)`` byte ranges covering ``path``; a split owns the lines that
+    start inside it. Compressed files are one split (``end`` None)."""
+    if path.endswith(".gz"):
+        return [(path, 0, None)]
+    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    return [(path, start, min(start + chunk_bytes, size))
+            for start in range(0, max(size, 1), chunk_bytes)]
+
+
+def read_split(path: str, start: int, end: Optional[int], skip_header: bool) -> List[str]:
+    """The lines (``\\n``-separated, a trailing ``\\r`` removed) that start in
+    ``[start, end)`` of ``path`` — what ReadFromText yields for that range."""
+    with FileSystems.open(path) as fh:
+        if end is None:
+            data = fh.read()
+        else:
+            if start > 0:
+                fh.seek(start - 1)
+                head = fh.readline()          # the line running into this split belongs
+                pos = start - 1 + len(head)   # to the previous one
+            else:
+                pos = 0
+            if pos >= end:
+                return []
+            data = fh.read(end - pos)
+            if data and not data.endswith(b"\n"):
+                data += fh.readline()
+    text = data.decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if skip_header and start == 0 and lines:
+        lines = lines[1:]
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+def session_bucket(session_id: str, buckets: int) -> int:
+    return zlib.crc32(session_id.encode("utf-8", "surrogatepass")) % buckets
+
+
+class ParseChunks(beam.DoFn):
+    """One file split → parsed records (``buckets`` = 0) or, for click events, per-bucket
+    partial session lists ``(bucket, zlib(pickled {session_id: [event tuple without the
+    session_id], ...}))`` — a compact shuffle payload (~40 bytes an event) (names and sources are shared
+    objects, so pickle writes them once). Bad lines → ``dead``; same counters as
+    :class:`ParseLines`."""
+
+    def __init__(self, kind: str, buckets: int = 0, timestamped: bool = True,
+                 spill_dir: Optional[str] = None):
+        self.kind, self.buckets, self.timestamped = kind, buckets, timestamped
+        self.spill_dir = spill_dir
+        self.meta_cache: dict = {}
+        self.read = Metrics.counter("shopstream", f"{kind}_read")
+        self.valid = Metrics.counter("shopstream", f"{kind}_valid")
+        self.dead = Metrics.counter("shopstream", f"{kind}_dead_lettered")
+
+    def process(self, split):
+        path, start, end = split
+        fmt = file_format(path)
+        lines = read_split(path, start, end, skip_header=fmt == "csv")
+        self.read.inc(len(lines))
+        good = bad = 0
+        n = self.buckets
+        parts = [dict() for _ in range(n)] if n else None
+        shared: dict = {}
+        bucket_of: dict = {}
+        for i in range(0, len(lines), PARSE_BATCH):
+            for rec in parse_lines(self.kind, fmt, lines[i:i + PARSE_BATCH], self.meta_cache):
+                if isinstance(rec, records.DeadLetter):
+                    bad += 1
+                    yield beam.pvalue.TaggedOutput(DEAD, rec)
+                    continue
+                good += 1
+                if not n:
+                    yield (TimestampedValue(rec, event_time_us(rec) / 1e6)
+                           if self.timestamped else rec)
+                    continue
+                sid = rec[0]
+                b = bucket_of.get(sid)
+                if b is None:
+                    b = bucket_of[sid] = session_bucket(sid, n)
+                sessions = parts[b]
+                lst = sessions.get(sid)
+                if lst is None:
+                    lst = sessions[sid] = []
+                name, source = rec[2], rec[4]
+                lst.append((rec[1], shared.setdefault(name, name), rec[3],
+                            shared.setdefault(source, source)) + tuple(rec[5:]))
+        self.valid.inc(good)
+        self.dead.inc(bad)
+        if not n:
+            return
+        payloads = [(b, zlib.compress(pickle.dumps(sessions, protocol=pickle.HIGHEST_PROTOCOL), 1))
+                    for b, sessions in enumerate(parts) if sessions]
+        if not self.spill_dir:
+            yield from payloads
+            return
+        # Spill: one file per split, the shuffle carries only (file, offset, length) —
+        # the runner's GroupByKey keeps its whole input in memory. The name depends on
+        # the split only, so a retried bundle rewrites the same file.
+        name = "%08x-%d-%s.bin" % (zlib.crc32(path.encode()), start, end)
+        target = self.spill_dir.rstrip("/") + "/" + name
+        offset, refs = 0, []
+        with FileSystems.create(target) as fh:
+            for b, blob in payloads:
+                fh.write(blob)
+                refs.append((b, (target, offset, len(blob))))
+                offset += len(blob)
+        yield from refs
+
+
+class ReadTableChunks(beam.PTransform):
+    """Bounded replay reader: files split into byte ranges, each read and parsed by one
+    DoFn call (no per-line Beam elements). Returns {"records", "dead"}; with
+    ``buckets`` > 0 ``records`` holds ``(bucket, payload)`` session partials (see
+    :class:`ParseChunks`); with ``spill_dir`` the payloads are written to files there and
+    ``(bucket, (file, offset, length))`` references are shuffled instead (the caller
+    deletes the folder after the run: :func:`delete_spill`)."""
+
+    def __init__(self, paths: Iterable[str], kind: str, buckets: int = 0,
+                 chunk_bytes: int = CHUNK_BYTES, spill_dir: Optional[str] = None):
+        super().__init__()
+        self.paths, self.kind, self.buckets = list(paths), kind, buckets
+        self.chunk_bytes, self.spill_dir = chunk_bytes, spill_dir
+
+    def expand(self, pbegin):
+        if not self.paths:
+            raise ValueError(f"no {self.kind} files found")
+        splits = [s for path in self.paths for s in file_splits(path, self.chunk_bytes)]
+        out = (pbegin
+               | "Splits" >> beam.Create(splits)  # reshuffled: spread over workers
+               | "Parse" >> beam.ParDo(ParseChunks(
+                   self.kind, self.buckets, spill_dir=self.spill_dir)).with_outputs(
+                   DEAD, main="records"))
+        return {"records": out.records, "dead": out[DEAD]}
+
+
+def read_payload(ref) -> bytes:
+    """A shuffled session payload: the bytes, or ``(file, offset, length)`` of a spill."""
+    if isinstance(ref, bytes):
+        return ref
+    path, offset, length = ref
+    with FileSystems.open(path, compression_type="uncompressed") as fh:
+        fh.seek(offset)
+        return fh.read(length)
+
+
+def delete_spill(spill_dir: str) -> None:
+    try:
+        if FileSystems.exists(spill_dir):
+            FileSystems.delete([spill_dir])
+    except Exception as exc:  # noqa: BLE001 - leftovers are only disk space
+        import logging
+        logging.getLogger(__name__).warning("could not delete %s: %s", spill_dir, exc)
