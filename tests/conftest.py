@@ -86,3 +86,27 @@ def small_dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data")
     generate(out_dir=str(out), customers=300, products=120, days=150, seed=11)
     return out
+
+
+@pytest.fixture(scope="module")
+def bq_emulator(tmp_path_factory):
+    """The local BigQuery-API emulator (bqemulator) for one test module."""
+    from tests.emulators import BigQueryEmulator
+
+    emu = BigQueryEmulator(tmp_path_factory.mktemp("bqemu")).start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def bq_target(bq_emulator, monkeypatch):
+    """A fresh ``bq://`` dataset; ``open_warehouse`` gets a client on the emulator."""
+    import uuid
+
+    from google.cloud import bigquery
+
+    from tests.emulators import PROJECT, patch_bigquery_client_for_emulator
+
+    patch_bigquery_client_for_emulator(monkeypatch)
+    monkeypatch.setattr(bigquery, "Client", lambda *a, **k: bq_emulator.client())
+    return f"bq://{PROJECT}.t_{uuid.uuid4().hex[:10]}"

@@ -4,31 +4,16 @@ duplicates, model training reading ``churn_features`` back from BigQuery."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import pytest
 
-from tests.emulators import PROJECT, BigQueryEmulator, patch_bigquery_client_for_emulator
+
 from tests.test_batch_pipeline import fake_churn_model, run_cli, write_dataset
 from transforms.warehouse import open_warehouse
 
 pytestmark = pytest.mark.emulator
 
 
-@pytest.fixture(scope="module")
-def bq_emulator(tmp_path_factory):
-    emu = BigQueryEmulator(tmp_path_factory.mktemp("bqemu")).start()
-    yield emu
-    emu.stop()
-
-
-@pytest.fixture
-def bq_target(bq_emulator, monkeypatch):
-    from google.cloud import bigquery
-
-    patch_bigquery_client_for_emulator(monkeypatch)
-    monkeypatch.setattr(bigquery, "Client", lambda *a, **k: bq_emulator.client())
-    return f"bq://{PROJECT}.b_{uuid.uuid4().hex[:10]}"
 
 
 def test_batch_job_on_bigquery_reruns_without_duplicates(bq_target, tmp_path):

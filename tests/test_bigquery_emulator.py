@@ -18,8 +18,7 @@ import uuid
 
 import pytest
 
-from tests.emulators import (PROJECT, BigQueryEmulator, beam_bigquery_on_emulator,
-                             patch_bigquery_client_for_emulator)
+from tests.emulators import PROJECT, beam_bigquery_on_emulator
 from transforms.warehouse import TABLES, open_warehouse, table_schema
 
 pytestmark = pytest.mark.emulator
@@ -30,21 +29,6 @@ SPEC_TABLES = ("events_enriched", "dead_letter", "product_engagement", "top10_pr
                "model_metrics")
 
 
-@pytest.fixture(scope="module")
-def bq_emulator(tmp_path_factory):
-    emu = BigQueryEmulator(tmp_path_factory.mktemp("bqemu")).start()
-    yield emu
-    emu.stop()
-
-
-@pytest.fixture
-def bq_target(bq_emulator, monkeypatch):
-    """A fresh dataset; ``open_warehouse`` gets a client on the emulator."""
-    from google.cloud import bigquery
-
-    patch_bigquery_client_for_emulator(monkeypatch)
-    monkeypatch.setattr(bigquery, "Client", lambda *a, **k: bq_emulator.client())
-    return f"bq://{PROJECT}.t_{uuid.uuid4().hex[:10]}"
 
 
 # --------------------------------------------------------------------------- sample rows
