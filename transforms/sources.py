@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import pickle
 import re
+import sys
 import zlib
 from typing import Iterable, List, Optional
 
@@ -311,9 +312,10 @@ class ParseChunks(beam.DoFn):
     :class:`ParseLines`."""
 
     def __init__(self, kind: str, buckets: int = 0, timestamped: bool = True,
-                 spill_dir: Optional[str] = None):
+                 spill_dir: Optional[str] = None, sizes: Optional[dict] = None):
         self.kind, self.buckets, self.timestamped = kind, buckets, timestamped
         self.spill_dir = spill_dir
+        self.sizes = sizes or {}  # path → bytes, for the progress lines
         self.meta_cache: dict = {}
         self.read = Metrics.counter("shopstream", f"{kind}_read")
         self.valid = Metrics.counter("shopstream", f"{kind}_valid")
@@ -353,6 +355,7 @@ class ParseChunks(beam.DoFn):
                             shared.setdefault(source, source)) + tuple(rec[5:]))
         self.valid.inc(good)
         self.dead.inc(bad)
+        _progress(self.kind, path, end, self.sizes.get(path), good, bad)
         if not n:
             return
         payloads = [(b, zlib.compress(pickle.dumps(sessions, protocol=pickle.HIGHEST_PROTOCOL), 1))
@@ -374,6 +377,13 @@ class ParseChunks(beam.DoFn):
         yield from refs
 
 
+def _progress(kind: str, path: str, end: int, size: Optional[int], good: int, bad: int) -> None:
+    """One progress line per parsed split on stderr (splits finish in any order)."""
+    where = f"{end / size:5.1%} of " if size else "up to byte %d of " % end
+    print(f"replay progress: {kind} {where}{path.rsplit('/', 1)[-1]}: "
+          f"+{good:,} records, +{bad:,} dead-lettered", file=sys.stderr, flush=True)
+
+
 class ReadTableChunks(beam.PTransform):
     """Bounded replay reader: files split into byte ranges, each read and parsed by one
     DoFn call (no per-line Beam elements). Returns {"records", "dead"}; with
@@ -392,10 +402,13 @@ class ReadTableChunks(beam.PTransform):
         if not self.paths:
             raise ValueError(f"no {self.kind} files found")
         splits = [s for path in self.paths for s in file_splits(path, self.chunk_bytes)]
+        sizes = {}
+        for path, _start, end in splits:
+            sizes[path] = max(sizes.get(path, 0), end)
         out = (pbegin
                | "Splits" >> beam.Create(splits)  # reshuffled: spread over workers
                | "Parse" >> beam.ParDo(ParseChunks(
-                   self.kind, self.buckets, spill_dir=self.spill_dir)).with_outputs(
+                   self.kind, self.buckets, spill_dir=self.spill_dir, sizes=sizes)).with_outputs(
                    DEAD, main="records"))
         return {"records": out.records, "dead": out[DEAD]}
 
