@@ -261,9 +261,19 @@ def run_pipeline(opts: PipelineOptions, wait: bool = True):
     return result
 
 
+class _DropWorkerArgWarnings(logging.Filter):
+    """Local worker processes do not import shopstream's options classes, so each logs
+    that it discards ``--warehouse=…`` and friends; that is expected, not a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Discarding unparseable args" not in record.getMessage()
+
+
 def _replay(args) -> int:
     import os
 
+    logging.getLogger("apache_beam.runners.portability.local_job_service").addFilter(
+        _DropWorkerArgWarnings())
     if args.redis is None:
         args.redis = os.environ.get("REDIS_URL")
     opts = _pipeline_options(args, args.beam_args, streaming=False)
