@@ -3,7 +3,6 @@ ProductEngagement transform on the DirectRunner (batch and TestStream streaming)
 from __future__ import annotations
 
 import random
-from typing import NamedTuple, Optional
 
 import apache_beam as beam
 import pytest
@@ -18,33 +17,15 @@ from transforms.engagement import (Engagement, EngagementCombineFn, ProductEngag
                                    horizon_windowing, merge_engagements, tail_window_end_us,
                                    transaction_contribution)
 from transforms.records import BookingLine, ClickEvent, Transaction
+from transforms.sessionize import EnrichedEvent
 
 S = 1_000_000
 T0 = 1_567_785_600 * S  # 2019-09-06T16:00:00Z, on a 1 h boundary
 
 
-class EnrichedEvent(NamedTuple):
-    """The sessionizer's output shape (ClickEvent fields + visit, inference, dwell)."""
-    session_id: str
-    event_id: str
-    event_name: str
-    event_time_us: int
-    traffic_source: str
-    product_id: Optional[int] = None
-    quantity: Optional[int] = None
-    item_price: Optional[int] = None
-    payment_status: Optional[str] = None
-    search_keywords: Optional[str] = None
-    promo_code: Optional[str] = None
-    promo_amount: Optional[int] = None
-    visit_id: str = "v1"
-    product_id_inferred: bool = False
-    dwell_seconds: Optional[float] = None
-
-
 def ev(i, name, t_us, pid=None, dwell=None, inferred=False):
-    return EnrichedEvent("s1", f"e{i}", name, t_us, "WEB", pid, visit_id="v1",
-                         product_id_inferred=inferred, dwell_seconds=dwell)
+    return EnrichedEvent("s1", f"e{i}", name, t_us, "WEB", pid, None, None, None, None, None,
+                         None, visit_id="v1", product_id_inferred=inferred, dwell_seconds=dwell)
 
 
 def txn(i, t_us, lines, status="Success"):
