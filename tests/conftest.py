@@ -23,6 +23,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_healthy(proc, base: str, describe_failure, timeout: float = 30.0) -> None:
+    """Poll ``base``/healthz until it answers 200; fail if ``proc`` exits or time runs out
+    (``describe_failure()`` says why, e.g. the server's log)."""
+    import httpx
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"shopstream serve did not start: {describe_failure()}")
+        time.sleep(0.1)
+
+
 class RedisServer:
     """A real `redis-server` process on a free loopback port (no persistence)."""
 

@@ -7,12 +7,11 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until_healthy
 from tests.test_report import TOP_PRODUCT_ID, fill_warehouse
 from tests.test_serve import PRODUCTS, fill_redis
 
@@ -50,8 +49,6 @@ def chromium(url: str, tmp_path: Path, name: str, budget_ms: int = 5000,
 @pytest.fixture
 def served(redis_server, tmp_path):
     """`shopstream serve` in a subprocess against the real Redis; yields its base URL."""
-    import httpx
-
     fill_redis(redis_server.client())
     port = free_port()
     log = open(tmp_path / "serve.log", "w")
@@ -61,16 +58,7 @@ def served(redis_server, tmp_path):
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"serve did not start: {(tmp_path / 'serve.log').read_text()}")
-            time.sleep(0.1)
+        wait_until_healthy(proc, base, lambda: (tmp_path / "serve.log").read_text())
         yield base
     finally:
         proc.terminate()

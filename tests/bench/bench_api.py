@@ -129,9 +129,7 @@ def run(requests: int = 2000, concurrency: int = 16, time_limit: float = 20.0) -
     """Rows {bench, names_hash, requests, concurrency, errors, p50_ms, p99_ms, mean_ms,
     req_per_s, ratio_vs_redis}; each measurement is bounded by `requests` and `time_limit`
     seconds. ``names_hash``: entries in shopstream:names:products during the measurement."""
-    import httpx
-
-    from tests.conftest import RedisServer, free_port
+    from tests.conftest import RedisServer, free_port, wait_until_healthy
 
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         server = RedisServer(Path(tmp)).start()
@@ -143,17 +141,8 @@ def run(requests: int = 2000, concurrency: int = 16, time_limit: float = 20.0) -
                  "--host", "127.0.0.1", "--port", str(port)],
                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             base = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 30
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.time() > deadline:
-                    err = proc.stderr.read().decode() if proc.poll() is not None else "timeout"
-                    raise RuntimeError(f"shopstream serve did not start: {err[-2000:]}")
-                time.sleep(0.1)
+            wait_until_healthy(proc, base, lambda: (
+                proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "timeout"))
             return asyncio.run(_measure(base, server.url, requests, concurrency, time_limit))
         finally:
             if proc is not None:
