@@ -22,7 +22,7 @@ import argparse
 import logging
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (PipelineOptions, StandardOptions)

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any, Dict, List
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
@@ -49,10 +50,9 @@ _ENRICHED_COLUMNS = {
 }
 
 
-def enriched_table(batch) -> "pa.Table":
+def enriched_table(batch) -> pa.Table:
     """A list of EnrichedEvents → an ``events_enriched`` Arrow table (same values as
     :func:`enriched_row`, built column by column)."""
-    import pyarrow as pa
     from transforms.sessionize import EnrichedEvent
     from transforms.warehouse import arrow_schema
 
