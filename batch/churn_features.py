@@ -32,8 +32,10 @@ import bisect
 import datetime as dt
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
+from transforms.records import EPOCH
+from transforms.sessionize import DEFAULT_VISIT_GAP
+
 US_PER_DAY = 86_400 * 1_000_000
-_EPOCH = dt.date(1970, 1, 1)
 HORIZON_MONTHS = 3
 
 #: Columns of a churn_features row that are not model features.
@@ -70,11 +72,11 @@ def month_last_day(d: dt.date) -> dt.date:
 
 
 def date_to_us(d: dt.date) -> int:
-    return (d - _EPOCH).days * US_PER_DAY
+    return (d - EPOCH.date()).days * US_PER_DAY
 
 
 def us_to_date(us: int) -> dt.date:
-    return _EPOCH + dt.timedelta(days=us // US_PER_DAY)
+    return EPOCH.date() + dt.timedelta(days=us // US_PER_DAY)
 
 
 def last_complete_month(as_of: dt.date) -> dt.date:
@@ -94,7 +96,7 @@ def as_of_end_us(as_of: dt.date) -> int:
 
 
 # --------------------------------------------------------------------------- sessions
-def session_stat(times_us: Iterable[int], visit_gap_s: float = 1800.0) -> Optional[SessionStat]:
+def session_stat(times_us: Iterable[int], visit_gap_s: float = DEFAULT_VISIT_GAP) -> Optional[SessionStat]:
     """Start, end, active seconds and event count of one session's event times."""
     ts = sorted(times_us)
     if not ts:
@@ -244,7 +246,7 @@ def session_owner(customer_ids: Iterable[int]) -> Optional[int]:
 
 def churn_features_in_memory(transactions: Iterable, click_events: Iterable = (),
                              customers: Iterable = (), as_of: Optional[dt.date] = None,
-                             visit_gap_s: float = 1800.0) -> List[Dict[str, Any]]:
+                             visit_gap_s: float = DEFAULT_VISIT_GAP) -> List[Dict[str, Any]]:
     """The whole churn_features table from in-memory records (tests, small data sets).
 
     Same semantics as the Beam job: bookings deduplicated by booking_id, as_of = date of

@@ -366,7 +366,7 @@ def current_metadata(models_dir: str) -> Optional[Dict[str, Any]]:
 def run_train(warehouse: str, models_dir: str, force: bool = False, now=None,
               **train_kwargs) -> Dict[str, Any]:
     """``shopstream train churn``: returns a summary dict (``status`` trained|skipped)."""
-    from batch.tables import read_table
+    from transforms.table_io import read_table
     from transforms.warehouse import open_warehouse
 
     with open_warehouse(warehouse) as wh:
@@ -396,7 +396,7 @@ def run_train(warehouse: str, models_dir: str, force: bool = False, now=None,
 
 def run_predict(warehouse: str, models_dir: str, version: Optional[str] = None) -> Dict[str, Any]:
     """``shopstream predict churn``: score the unlabelled (latest) months."""
-    from batch.tables import read_table
+    from transforms.table_io import read_table
     from transforms.warehouse import open_warehouse
 
     bundle, meta = load(models_dir, version)

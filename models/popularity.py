@@ -43,21 +43,21 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Seq
 import numpy as np
 
 from models import artifacts
+from transforms.records import EPOCH
+from transforms.scoring import FEATURES
+from transforms.sessionize import DEFAULT_LOOKBACK, DEFAULT_VISIT_GAP
 
 log = logging.getLogger(__name__)
 
 MODEL = "popularity"
-FEATURES = ("click_count", "item_detail_count", "add_to_cart_count", "homepage_count",
-            "total_dwell_seconds", "purchases")
 COUNTED = {"CLICK": 0, "ITEM_DETAIL": 1, "ADD_TO_CART": 2, "HOMEPAGE": 3}
 PERIODS = ("week", "2w", "month")
 _MONDAY_OFFSET_S = 4 * 86_400          # 1970-01-05 was a Monday
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 US = 1_000_000
 
 
 def engagement_from_events(events: Iterable, period: Optional[str] = None,
-                           visit_gap_s: float = 1800.0, lookback: int = 3
+                           visit_gap_s: float = DEFAULT_VISIT_GAP, lookback: int = DEFAULT_LOOKBACK
                            ) -> Dict[Tuple[int, Optional[int]], List[float]]:
     """Click events → {(product_id, period index or None): [click, item_detail,
     add_to_cart, homepage, dwell, 0.0]} (purchases are added by :func:`add_purchases`)."""
@@ -103,7 +103,7 @@ def add_purchases(engagement: Dict[Tuple[int, Optional[int]], List[float]],
 # --------------------------------------------------------------------------- periods
 def period_index(t_us: int, period: str) -> int:
     if period == "month":
-        d = _EPOCH + dt.timedelta(microseconds=t_us)
+        d = EPOCH + dt.timedelta(microseconds=t_us)
         return d.year * 12 + d.month - 1
     days = {"week": 7, "2w": 14}[period]
     return int((t_us // US - _MONDAY_OFFSET_S) // (days * 86_400))
@@ -138,7 +138,7 @@ def engagement_from_warehouse(wh, period: str) -> Tuple[Dict[Tuple[int, int], Li
     """Per product per period engagement from ``events_enriched`` + ``sales_facts``.
 
     Returns (engagement, last complete period index or None)."""
-    from batch.tables import dialect, query_arrow, table_exists
+    from transforms.table_io import dialect, query_arrow, table_exists
 
     d = dialect(wh)
     if not table_exists(wh, "events_enriched"):
@@ -178,13 +178,13 @@ def engagement_from_warehouse(wh, period: str) -> Tuple[Dict[Tuple[int, int], Li
             t = dt.datetime.fromisoformat(t)
         if t.tzinfo is None:
             t = t.replace(tzinfo=dt.timezone.utc)
-        last = last_complete_period(int((t - _EPOCH).total_seconds() * US), period)
+        last = last_complete_period(int((t - EPOCH).total_seconds() * US), period)
     return out, last
 
 
 def last_complete_period(data_end_us: int, period: str) -> int:
     """The last period that ends on or before the day of ``data_end_us`` ends."""
-    day_end = (_EPOCH + dt.timedelta(microseconds=data_end_us)).date() + dt.timedelta(days=1)
+    day_end = (EPOCH + dt.timedelta(microseconds=data_end_us)).date() + dt.timedelta(days=1)
     p = period_index(data_end_us, period)
     return p if period_end(p, period) <= day_end else p - 1
 
@@ -363,8 +363,8 @@ def load_weights(models_dir: str, version: Optional[str] = None) -> Tuple[Dict[s
 
 
 # --------------------------------------------------------------------------- command
-def engagement_from_files(root: str, period: str, visit_gap_s: float = 1800.0,
-                          lookback: int = 3) -> Tuple[Dict, Optional[int]]:
+def engagement_from_files(root: str, period: str, visit_gap_s: float = DEFAULT_VISIT_GAP,
+                          lookback: int = DEFAULT_LOOKBACK) -> Tuple[Dict, Optional[int]]:
     """Per product per period engagement straight from click_stream + transactions files
     (in memory: for small data sets; the warehouse path scales)."""
     from transforms import records

@@ -51,6 +51,7 @@ from batch import churn_features as cf
 from batch import sales
 from batch.geo import DEFAULT_CACHE, ProvinceLocator
 from transforms import records
+from transforms.sessionize import DEFAULT_VISIT_GAP
 from transforms.warehouse import arrow_schema, column_names
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class ShopstreamBatchOptions(PipelineOptions):
               help="window (default): replace the rows of the run's data window (dates "
                    "from the first booking to as-of); upsert: replace rows with the same "
                    "key; replace: replace whole tables. dead_letter is always appended")
-        _both(parser, "visit_gap", type=float, default=1800.0,
+        _both(parser, "visit_gap", type=float, default=float(DEFAULT_VISIT_GAP),
               help="seconds of inactivity that end a visit (session active time)")
 
 
@@ -526,7 +527,7 @@ def write_table(wh, table: str, pattern: str, mode: str, info: Dict[str, Optiona
     (dates first booking..as_of; months first booking month..last complete month) — so
     groups that no longer exist (a fixed brand, a corrected booking) disappear too —
     and upserts tables without a window (churn_predictions)."""
-    from batch.tables import load_parquet_glob, replace_window
+    from transforms.table_io import load_parquet_glob, replace_window
 
     if table == "dead_letter":
         return load_parquet_glob(wh, table, pattern, "append")

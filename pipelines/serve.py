@@ -11,7 +11,7 @@ Endpoints (OpenAPI document at ``/openapi.json``, interactive docs at ``/docs``)
   products, brands and sub-categories, refreshed every few seconds.
 * ``GET /report`` — the analytics report (``shopstream report``) built from ``--warehouse``.
 
-Items and freshness come from ``pipelines.rankings`` (``read_ranking``/``read_meta``), the
+Items and freshness come from ``transforms.ranking_store`` (``read_ranking``/``read_meta``), the
 reader behind ``shopstream rankings --json``. Only Redis reads (ZREVRANGE, HGETALL, PING)
 and warehouse SELECTs: nothing writes.
 """
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional
 
-from pipelines import rankings
+from transforms import ranking_store as rankings
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from apache_beam.options.pipeline_options import (PipelineOptions, StandardOptio
 
 from pipelines.streaming_options import ShopstreamStreamingOptions
 from transforms import sinks, sources
+from transforms.sessionize import DEFAULT_VISIT_GAP
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def _engagement_and_rankings():
 
 def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[str, beam.PCollection]:
     """Add the shopstream graph to ``p``; returns the main PCollections (for tests)."""
-    from models.scoring import resolve_weights
+    from transforms.scoring import resolve_weights
     from transforms.rankings import product_engagement_rows, top10_rows
     from transforms.sessions import Sessionize, SessionizeBuckets
 
@@ -317,8 +318,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--products", default=None, help="product table file (CSV, local or gs://)")
     p.add_argument("--weights", default=None, help="popularity weights JSON (SPEC §4)")
     p.add_argument("--models", default=None, help="models folder with popularity/LATEST")
-    p.add_argument("--visit-gap", dest="visit_gap", type=float, default=1800.0,
-                   help="seconds of inactivity that end a visit (default 1800)")
+    p.add_argument("--visit-gap", dest="visit_gap", type=float, default=float(DEFAULT_VISIT_GAP),
+                   help=f"seconds of inactivity that end a visit (default {DEFAULT_VISIT_GAP})")
     p.add_argument("--lookback", type=int, default=3,
                    help="events walked back from an ADD_TO_CART to infer product ids (default 3)")
     p.add_argument("--dedup-ttl", dest="dedup_ttl", type=float, default=3600.0,

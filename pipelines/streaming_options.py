@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.sessionize import DEFAULT_DEDUP_TTL, DEFAULT_LOOKBACK, DEFAULT_VISIT_GAP
+
 
 def add_option(parser, name: str, **kw) -> None:
     """Accept ``--visit-gap`` (CLI style) and ``--visit_gap`` (Beam / Flex Template style).
@@ -41,11 +43,11 @@ class ShopstreamStreamingOptions(PipelineOptions):
         add_option(parser, "weights", default=None, help="popularity weights JSON file")
         add_option(parser, "models", default=None,
               help="models folder (local or gs://) holding popularity/LATEST")
-        add_option(parser, "visit_gap", type=float, default=1800.0,
+        add_option(parser, "visit_gap", type=float, default=float(DEFAULT_VISIT_GAP),
               help="seconds of inactivity that end a visit")
-        add_option(parser, "lookback", type=int, default=3,
+        add_option(parser, "lookback", type=int, default=DEFAULT_LOOKBACK,
               help="events walked back from an ADD_TO_CART for product-id inference")
-        add_option(parser, "dedup_ttl", type=float, default=3600.0,
+        add_option(parser, "dedup_ttl", type=float, default=float(DEFAULT_DEDUP_TTL),
               help="event-time seconds an event id is remembered after its visit closes")
         add_option(parser, "top_n", type=int, default=50,
               help="members kept per Redis ranking (at least 10)")

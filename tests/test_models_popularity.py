@@ -85,7 +85,7 @@ def synthetic_engagement(products=120, periods=10, seed=3):
 
 def test_train_gives_valid_weights_and_time_split_metrics():
     res = pop.train(synthetic_engagement(), "2w", n_estimators=60)
-    from models.scoring import validate_weights   # the scorer accepts them as they are
+    from transforms.scoring import validate_weights   # the scorer accepts them as they are
 
     assert validate_weights(res.weights) == res.weights
     assert sum(res.weights.values()) == pytest.approx(1.0, abs=1e-6)
@@ -171,7 +171,7 @@ def test_run_train_from_the_warehouse_writes_the_artifact_and_metrics(tmp_path, 
     assert (folder / "model.json").is_file()
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["weights"] == weights and meta["version"] == version
-    from models.scoring import latest_model_weights
+    from transforms.scoring import latest_model_weights
 
     assert latest_model_weights(str(models)) == (weights, version)
     with open_warehouse(str(wh_path)) as wh:

@@ -10,7 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from models.scoring import DEFAULT_WEIGHTS, score_products
+from transforms.scoring import DEFAULT_WEIGHTS, score_products
 from transforms.engagement import Engagement
 from transforms.rankings import (RankingSnapshot, RankWindows, TOP10_TABLES, build_rankings,
                                  make_snapshot, product_engagement_rows, top10_rows,

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import main
-from pipelines.rankings import format_age, read_meta, read_ranking
+from pipelines.rankings import format_age
+from transforms.ranking_store import read_meta, read_ranking
 from tests.conftest import free_port
 from transforms.rankings import RankingSnapshot
 from transforms.redis_sink import RedisRankingWriter

@@ -11,7 +11,7 @@ import pytest
 import redis
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.rankings import connect, read_meta, read_ranking, redact_url
+from transforms.ranking_store import connect, read_meta, read_ranking, redact_url
 from transforms.redis_sink import RedisRankingWriter, WriteRankingsToRedis
 from transforms.rankings import RankingSnapshot
 from tests.conftest import free_port

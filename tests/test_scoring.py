@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from models.scoring import (DEFAULT_WEIGHTS, FEATURES, load_weights, resolve_weights,
+from transforms.scoring import (DEFAULT_WEIGHTS, FEATURES, load_weights, resolve_weights,
                             score_products, validate_weights)
 from transforms.engagement import Engagement
 

@@ -23,7 +23,8 @@ from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from models.scoring import FEATURES  # the six features, in SPEC order
+from transforms.scoring import FEATURES  # the six features, in SPEC order
+from transforms.ranking_store import HORIZONS
 
 #: event_name → the count feature it increments (other events only add dwell).
 EVENT_COUNTS = {
@@ -34,7 +35,6 @@ EVENT_COUNTS = {
 }
 
 #: The ranking horizons and their sliding-window sizes in seconds (None = all time).
-HORIZONS = ("1h", "24h", "all")
 HORIZON_SIZES = {"1h": 3600, "24h": 86400, "all": None}
 DEFAULT_PERIODS = {"1h": 300, "24h": 3600}
 
@@ -66,7 +66,7 @@ class Engagement(NamedTuple):
 
 
 if Engagement._fields[:6] != FEATURES:  # pragma: no cover - guards a future edit
-    raise ImportError("Engagement fields must follow models.scoring.FEATURES")
+    raise ImportError("Engagement fields must follow transforms.scoring.FEATURES")
 
 
 # --------------------------------------------------------------------------- pure

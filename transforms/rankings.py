@@ -22,8 +22,8 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tup
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from models.scoring import DEFAULT_WEIGHTS, FEATURES, score_products, validate_weights
-from pipelines.rankings import dimension_key
+from transforms.scoring import DEFAULT_WEIGHTS, FEATURES, score_products, validate_weights
+from transforms.ranking_store import dimension_key
 from transforms.engagement import engagement_as_of_us, engagement_records
 
 Ranking = List[Tuple[str, float]]
@@ -213,7 +213,7 @@ def warehouse_rows(source: Any, products: Mapping[int, Any],
     ``{table: rows}`` for the four top-10 tables and ``product_engagement``.
 
     ``source`` is a :class:`RankingSnapshot` or an engagement table ``{pid: Engagement}``
-    (then scored with ``weights``, default :data:`~models.scoring.DEFAULT_WEIGHTS`).
+    (then scored with ``weights``, default :data:`~transforms.scoring.DEFAULT_WEIGHTS`).
     """
     snap = _snapshot_from(source, products, weights, top_n)
     out = {t: top10_rows(snap, t, top_n) for t in TOP10_TABLES}
@@ -255,7 +255,7 @@ class RankWindows(beam.PTransform):
     ``products`` is the product table as a side input: an ``AsDict`` view of
     ``(id, Product)``, a PCollection of ``Product`` (or ``(id, Product)``) records, or a
     plain dict (tests). ``weights`` are popularity weights (default
-    :data:`~models.scoring.DEFAULT_WEIGHTS`); ``top_n`` members kept per ranking.
+    :data:`~transforms.scoring.DEFAULT_WEIGHTS`); ``top_n`` members kept per ranking.
     """
 
     def __init__(self, products: Union[beam.pvalue.AsSideInput, beam.PCollection,

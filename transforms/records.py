@@ -46,7 +46,8 @@ COLUMNS = {
 MAX_LITERAL_CHARS = 20_000
 MAX_RAW_CHARS = 100_000
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+#: The Unix epoch in UTC; event times travel as integer microseconds since it.
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 #: Fast path for the commonest metadata. Numbers are plain decimals without leading zeros
 #: and at most 18 digits (so within INT64) — anything else takes the literal_eval path.
 _NUM = r"(0|[1-9]\d{0,17})"
@@ -156,18 +157,18 @@ def parse_time_us(value: Any, field: str) -> int:
         raise InvalidRecord(f"{field} is not an ISO-8601 timestamp: {_clip(value)!r}") from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.timezone.utc)
-    delta = t - _EPOCH
+    delta = t - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def format_time_us(us: int) -> str:
     """Microseconds since the epoch → the Fashion Campus form ``...T15:54:32.821085Z``."""
-    t = _EPOCH + dt.timedelta(microseconds=us)
+    t = EPOCH + dt.timedelta(microseconds=us)
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def time_us_to_datetime(us: int) -> dt.datetime:
-    return _EPOCH + dt.timedelta(microseconds=us)
+    return EPOCH + dt.timedelta(microseconds=us)
 
 
 def _parse_date(value: Any, field: str) -> Optional[dt.date]:

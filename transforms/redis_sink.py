@@ -1,7 +1,7 @@
 """Write ranking snapshots to Redis (SPEC §4 "Redis keys"), atomically and idempotently.
 
 :class:`RedisRankingWriter` (plain Python) does the work; :class:`WriteRankingsToRedis`
-wraps it in a DoFn. The key layout is defined in :mod:`pipelines.rankings`.
+wraps it in a DoFn. The key layout is defined in :mod:`transforms.ranking_store`.
 
 One write of a horizon's snapshot is one WATCH/MULTI/EXEC transaction, sent pipelined:
 
@@ -36,8 +36,9 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines.rankings import (KEY_PREFIX, connect, dims_key, meta_key, names_key,
+from transforms.ranking_store import (KEY_PREFIX, connect, dims_key, meta_key, names_key,
                                 redact_url, top_key, validate_redis_url)
+from transforms.records import EPOCH
 
 __all__ = ["RedisRankingWriter", "WriteRankingsToRedis", "redact_url", "snapshot_version"]
 
@@ -45,11 +46,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOP_N = 50
 MAX_WATCH_ATTEMPTS = 50
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def _iso(us: int) -> str:
-    return (_EPOCH + dt.timedelta(microseconds=int(us))).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (EPOCH + dt.timedelta(microseconds=int(us))).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _text(v: Any) -> str:

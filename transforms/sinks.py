@@ -336,7 +336,7 @@ def load_staged(target: str, folder: str, tables) -> Dict[str, int]:
     """Load what :class:`StageRows` / :class:`StageSnapshots` wrote: ``tables`` is
     ``[(table, mode)]`` (rows: upsert by key, snapshots: replace). Every table is
     created even when nothing was staged for it. Returns rows loaded per table."""
-    from batch.tables import load_parquet_glob, match_files
+    from transforms.table_io import load_parquet_glob, match_files
 
     loaded = {}
     with _duckdb_lock(target):

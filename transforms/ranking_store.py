@@ -1,0 +1,215 @@
+"""The Redis layout of the live rankings (SPEC §4), and how to connect and read them.
+
+The one place that defines how rankings live in Redis: the writer
+(``transforms.redis_sink``), the ``shopstream rankings`` command and the HTTP API all use
+it. It imports neither Beam nor anything heavy, so readers start fast.
+
+Keys (``prefix`` defaults to ``shopstream``):
+
+* ``{prefix}:top:{horizon}:{dimension}`` — sorted set, member = product id (as text) or
+  brand / sub-category name, score = popularity; horizon ``1h``, ``24h`` or ``all``;
+  dimension ``products``, ``brands``, ``subcategories``, ``products:gender:{g}``,
+  ``products:season:{s}``, ``products:season:{s}:gender:{g}``.
+* ``{prefix}:meta`` — hash: ``current_to`` / ``written_at`` (ISO-8601 UTC; also ``…_us``
+  in µs since the epoch) for the rankings overall, and per horizon
+  ``{h}:current_to``, ``{h}:current_to_us``, ``{h}:written_at``, ``{h}:written_at_us``,
+  ``{h}:records`` (records counted), ``{h}:window_end_us`` (sliding horizons).
+  ``current_to`` is the event time of the latest record a ranking counts; ``written_at``
+  is wall-clock time of the write.
+* ``{prefix}:names:products`` — hash: product id → productDisplayName.
+* ``{prefix}:dims:{horizon}`` — set of the dimensions currently written for a horizon
+  (lets a writer delete rankings that became empty).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional
+from urllib.parse import quote, urlsplit, urlunsplit
+
+KEY_PREFIX = "shopstream"
+HORIZONS = ("1h", "24h", "all")
+KINDS = ("products", "brands", "subcategories")
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+# --------------------------------------------------------------------------- key layout
+def dimension_key(kind: str = "products", gender: Optional[str] = None,
+                  season: Optional[str] = None) -> str:
+    """``products`` / ``brands`` / ``subcategories`` (+ gender/season for products) →
+    the dimension part of a key, e.g. ``products:season:Summer:gender:Men``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown ranking {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind != "products":
+        if gender or season:
+            raise ValueError("--gender and --season apply only to the products ranking")
+        return kind
+    if season and gender:
+        return f"products:season:{season}:gender:{gender}"
+    if season:
+        return f"products:season:{season}"
+    if gender:
+        return f"products:gender:{gender}"
+    return "products"
+
+
+def top_key(horizon: str, dimension: str, prefix: str = KEY_PREFIX) -> str:
+    return f"{prefix}:top:{horizon}:{dimension}"
+
+
+def meta_key(prefix: str = KEY_PREFIX) -> str:
+    return f"{prefix}:meta"
+
+
+def names_key(prefix: str = KEY_PREFIX) -> str:
+    return f"{prefix}:names:products"
+
+
+def dims_key(horizon: str, prefix: str = KEY_PREFIX) -> str:
+    return f"{prefix}:dims:{horizon}"
+
+
+# --------------------------------------------------------------------------- connection
+def redact_url(url: Optional[str]) -> str:
+    """The URL with any password replaced by ``***`` (safe to log or print)."""
+    if not url:
+        return str(url)
+    try:
+        parts = urlsplit(url)
+        if parts.password is None and "@" not in parts.netloc:
+            return url
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        user = quote(parts.username or "", safe="")
+        auth = f"{user}:***" if parts.password is not None else user
+        return urlunsplit(parts._replace(netloc=f"{auth}@{host}"))
+    except ValueError:  # unparsable: say nothing about it
+        return "<unparsable Redis URL>"
+
+
+def default_redis_url() -> str:
+    return os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+
+
+def validate_redis_url(url: str) -> str:
+    """Raise ValueError (without the password) unless ``url`` is redis://, rediss://
+    (TLS) or unix://."""
+    try:
+        scheme = urlsplit(url or "").scheme.lower()
+    except ValueError:
+        scheme = ""
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"Redis URL must start with redis:// or rediss://, got {redact_url(url)}")
+    return url
+
+
+def connect(url: str, *, socket_timeout: float = 5.0, socket_connect_timeout: float = 3.0,
+            decode_responses: bool = True, **kwargs):
+    """A Redis client for a ``redis://`` or ``rediss://`` (TLS) URL.
+
+    The password comes from the URL, else from ``$REDIS_PASSWORD``. The client does no
+    retries of its own (callers decide); it never logs the URL.
+    """
+    import redis
+
+    validate_redis_url(url)
+    if urlsplit(url).password is None and os.environ.get("REDIS_PASSWORD"):
+        kwargs.setdefault("password", os.environ["REDIS_PASSWORD"])
+    return redis.Redis.from_url(url, decode_responses=decode_responses,
+                                socket_timeout=socket_timeout,
+                                socket_connect_timeout=socket_connect_timeout, **kwargs)
+
+
+# --------------------------------------------------------------------------- reading
+def _text(v: Any) -> str:
+    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+
+
+def _sort_key(kind: str, member: str, score: float):
+    if kind == "products" and member.isdigit():
+        return (-score, 0, int(member), "")
+    return (-score, 1, 0, member)
+
+
+def read_ranking(client, dimension: str = "products", horizon: str = "all",
+                 gender: Optional[str] = None, season: Optional[str] = None, limit: int = 10,
+                 prefix: str = KEY_PREFIX) -> List[dict]:
+    """The top ``limit`` of a ranking: ``[{rank, id, name, score}]`` best first.
+
+    ``dimension`` is ``products``, ``brands`` or ``subcategories`` (gender/season filter
+    products), or a full dimension such as ``products:gender:Men``. For products ``id``
+    is the product id (int) and ``name`` its productDisplayName (None if unknown); for
+    brands and sub-categories both are the name. Ties are ordered like the writer ranks
+    them (product id, then name, ascending). Returns ``[]`` when the ranking does not
+    exist (nothing written yet). Redis errors propagate (``redis.ConnectionError`` …).
+    Names are looked up (HMGET) only for the members returned; the writer never removes
+    a name, so a name read after the ranking still belongs to it.
+    """
+    if horizon not in HORIZONS:
+        raise ValueError(f"unknown horizon {horizon!r}; expected one of {', '.join(HORIZONS)}")
+    dim = dimension if ":" in dimension else dimension_key(dimension, gender, season)
+    kind = dim.split(":", 1)[0]
+    key = top_key(horizon, dim, prefix)
+    limit = max(0, int(limit))
+    ranked = client.zrevrange(key, 0, -1, withscores=True)  # ≤ top_n members: sort ties here
+    pairs = [(_text(m), float(s)) for m, s in ranked]
+    pairs.sort(key=lambda ms: _sort_key(kind, ms[0], ms[1]))
+    pairs = pairs[:limit]
+    if kind == "products":
+        members = [m for m, _ in pairs]
+        found = client.hmget(names_key(prefix), members) if members else []
+        names = {m: (_text(v) if v is not None else None) for m, v in zip(members, found)}
+        return [{"rank": i, "id": int(m) if m.isdigit() else m, "name": names.get(m),
+                 "score": s} for i, (m, s) in enumerate(pairs, start=1)]
+    return [{"rank": i, "id": m, "name": m, "score": s}
+            for i, (m, s) in enumerate(pairs, start=1)]
+
+
+def known_dimensions(client, horizon: str, prefix: str = KEY_PREFIX) -> List[str]:
+    """The dimensions a writer has written for ``horizon``, sorted."""
+    return sorted(_text(d) for d in client.smembers(dims_key(horizon, prefix)))
+
+
+def _int_or_none(v: Any) -> Optional[int]:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_meta(client, prefix: str = KEY_PREFIX) -> Dict[str, Any]:
+    """The ``{prefix}:meta`` hash, decoded.
+
+    ``{}`` when nothing was written yet; else ``current_to``, ``current_to_us``,
+    ``written_at``, ``written_at_us`` (latest over the horizons) and ``horizons``:
+    ``{h: {current_to, current_to_us, written_at, written_at_us, records, window_end_us}}``.
+    """
+    raw = {_text(k): _text(v) for k, v in (client.hgetall(meta_key(prefix)) or {}).items()}
+    if not raw:
+        return {}
+    out: Dict[str, Any] = {}
+    for field in ("current_to", "written_at"):
+        if field in raw:
+            out[field] = raw[field]
+        if f"{field}_us" in raw:
+            out[f"{field}_us"] = _int_or_none(raw[f"{field}_us"])
+    horizons: Dict[str, Dict[str, Any]] = {}
+    for h in HORIZONS:
+        if f"{h}:current_to_us" not in raw:
+            continue
+        horizons[h] = {
+            "current_to": raw.get(f"{h}:current_to"),
+            "current_to_us": _int_or_none(raw.get(f"{h}:current_to_us")),
+            "written_at": raw.get(f"{h}:written_at"),
+            "written_at_us": _int_or_none(raw.get(f"{h}:written_at_us")),
+            "records": _int_or_none(raw.get(f"{h}:records")),
+            "window_end_us": _int_or_none(raw.get(f"{h}:window_end_us")),
+        }
+    out["horizons"] = horizons
+    return out
