@@ -13,7 +13,7 @@ REDIS_PORT ?= 6390
 REDIS_URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps test-deps demo demo-data demo-redis test bench clean redis-stop
+.PHONY: help install system-deps test-deps demo demo-data demo-redis lint test bench clean redis-stop
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -77,7 +77,12 @@ test-deps: system-deps  ## headless Chromium for the browser tests (Debian packa
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || \
 	    echo "could not install chromium: the browser tests will be skipped" >&2; }
 
-test: install test-deps  ## run the test suite (starts its own redis-server and emulators)
+lint: install  ## ruff checks and the layer contract (transforms <- batch <- models <- pipelines)
+	$(BIN)/ruff check --quiet .
+	@$(BIN)/lint-imports --no-cache 2>&1 | grep -E "KEPT|BROKEN|^Contracts|->|imports" || true
+	@$(BIN)/lint-imports --no-cache >/dev/null 2>&1 || { echo "layer contract broken: run $(BIN)/lint-imports" >&2; exit 1; }
+
+test: install test-deps lint  ## lint, then the test suite (starts its own redis-server and emulators)
 	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 

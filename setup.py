@@ -1,7 +1,7 @@
 """shopstream: clickstream and orders → live Redis rankings, engagement, sales, churn."""
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 HERE = Path(__file__).parent
 
@@ -16,9 +16,11 @@ setup(
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.10,<3.15",
-    packages=find_packages(include=["pipelines*", "transforms*", "models*", "batch*"]),
-    package_data={"transforms": ["schemas/*.json"], "batch": ["data/*"], "pipelines": ["web/*"]},
-    include_package_data=True,
+    # Namespace discovery lists the data folders (transforms/schemas, batch/data,
+    # pipelines/web) as packages, so their files ship without setuptools warnings.
+    packages=find_namespace_packages(include=["pipelines*", "transforms*", "models*", "batch*"],
+                                     exclude=["*.__pycache__"]),
+    package_data={"transforms.schemas": ["*.json"], "batch.data": ["*"], "pipelines.web": ["*"]},
     install_requires=_requirements("requirements.txt"),
     extras_require={"test": _requirements("requirements-dev.txt")},
     entry_points={"console_scripts": ["shopstream=pipelines.cli:main"]},

@@ -8,9 +8,9 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from transforms.ranking_store import (  # noqa: F401  (re-exported for the CLI's callers)
-    DEFAULT_REDIS_URL, HORIZONS, KINDS, KEY_PREFIX, connect, known_dimensions, default_redis_url, dimension_key, read_meta,
-    read_ranking, redact_url, top_key,
+from transforms.ranking_store import (
+    DEFAULT_REDIS_URL, HORIZONS, KINDS, connect, default_redis_url, dimension_key,
+    known_dimensions, read_meta, read_ranking, redact_url, top_key,
 )
 from transforms.records import EPOCH
 

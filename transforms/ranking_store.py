@@ -22,11 +22,7 @@ Keys (``prefix`` defaults to ``shopstream``):
 """
 from __future__ import annotations
 
-import datetime as dt
-import json
 import os
-import sys
-import time
 from typing import Any, Dict, List, Optional
 from urllib.parse import quote, urlsplit, urlunsplit
 
