@@ -20,6 +20,8 @@ setup(
     package_data={"transforms": ["schemas/*.json"], "batch": ["data/*"], "pipelines": ["web/*"]},
     include_package_data=True,
     install_requires=_requirements("requirements.txt"),
-    extras_require={"test": _requirements("requirements-dev.txt")},
+    # Workers get install_requires only; the front door adds "serve" (API, report).
+    extras_require={"serve": _requirements("requirements-serve.txt"),
+                    "test": _requirements("requirements-dev.txt")},
     entry_points={"console_scripts": ["shopstream=pipelines.cli:main"]},
 )

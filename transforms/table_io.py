@@ -88,6 +88,15 @@ def load_parquet_glob(wh, table: str, pattern: str, mode: str = "upsert") -> int
     return wh.write(table, data, mode)
 
 
+def load_staged_table(wh, table: str, pattern: str, mode: str, window=None) -> int:
+    """Load staged Parquet files into ``table``: ``mode`` append | upsert | replace, or
+    ``window`` with ``window=(column, lo, hi)`` (see :func:`replace_window`)."""
+    if mode == "window":
+        column, lo, hi = window
+        return replace_window(wh, table, pattern, column, lo, hi)
+    return load_parquet_glob(wh, table, pattern, mode)
+
+
 def _sql_date(d) -> str:
     return f"DATE '{d.isoformat()}'"
 
