@@ -94,12 +94,31 @@ def pipeline_options(kind: str, argv: Sequence[str]) -> PipelineOptions:
 
 
 # --------------------------------------------------------------------------- pipelines
+class DeleteSpillWhenRead(beam.PTransform):
+    """A bounded replay spills session payloads to a folder that the CLI deletes after
+    the run; a launched job has no one waiting, so this step deletes it once every
+    payload has been read (``done``: the output of the step that reads them)."""
+
+    def __init__(self, spill_dir: str):
+        super().__init__()
+        self.spill_dir = spill_dir
+
+    def expand(self, done):
+        from transforms.sources import delete_spill
+
+        read = beam.pvalue.AsSingleton(done | "CountRead" >> beam.combiners.Count.Globally())
+        return (done.pipeline | "Start" >> beam.Create([self.spill_dir])
+                | "Delete" >> beam.Map(lambda folder, _n: delete_spill(folder), read))
+
+
 def build_streaming(opts: PipelineOptions) -> beam.Pipeline:
     from pipelines.streaming import build_pipeline
     from pipelines.streaming_options import ShopstreamStreamingOptions
 
     p = beam.Pipeline(options=opts)
-    build_pipeline(p, opts.view_as(ShopstreamStreamingOptions))
+    built = build_pipeline(p, opts.view_as(ShopstreamStreamingOptions))
+    if built.get("spill_dir"):
+        built["enriched"] | "DeleteSpill" >> DeleteSpillWhenRead(built["spill_dir"])
     return p
 
 
