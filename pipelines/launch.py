@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 from typing import List, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
@@ -88,8 +89,14 @@ def pipeline_options(kind: str, argv: Sequence[str]) -> PipelineOptions:
         if not worker.sdk_container_image:
             raise ValueError("sdk_container_image is required on Dataflow: the workers must "
                              "run the shopstream image (pass it as a template parameter)")
-    if kind == "streaming" and opts.view_as(ShopstreamStreamingOptions).subscription:
-        std.streaming = True
+    if kind == "streaming":
+        so = opts.view_as(ShopstreamStreamingOptions)
+        if so.redis and urlsplit(so.redis).password:
+            raise ValueError("the Redis URL holds a password, which would show in the job's "
+                             "options: put it in Secret Manager and pass redis_secret "
+                             "(projects/P/secrets/S) instead")
+        if so.subscription:
+            std.streaming = True
     return opts
 
 

@@ -280,7 +280,10 @@ REJECT = {
     "staging": ["/tmp/staging"],
     "warehouse": ["my-project.shopstream", "bq://my-project", "bq://my-project.a.b",
                   "warehouse/demo.duckdb", "bq://P.shopstream"],
-    "redis": ["10.0.0.3:6379", "http://redis"],
+    "redis": ["10.0.0.3:6379", "http://redis", "redis://:s3cret@10.0.0.3:6379/0",
+              "redis://user:pw@10.0.0.3:6379"],
+    "redis_secret": ["s3cret", "projects/p/secrets", "projects/p/secrets/s/versions"],
+    "warehouse_refresh": ["15m", "-900"],
     "visit_gap": ["-5", "abc", "30m"],
     "lookback": ["1.5", "-1"],
     "dedup_ttl": ["1h"],
@@ -618,3 +621,27 @@ def test_readme_deploy_table_list_matches_the_schemas():
         assert part == (f"{p['type']} on `{p['field']}`" if p else "—"), table
         assert clustering == (", ".join(schema.get("clustering") or []) or "—"), table
         assert key == (", ".join(schema.get("key") or []) or "— (append)"), table
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_metadata_enums_and_defaults_are_the_options(kind):
+    """An ENUM parameter offers exactly the option's choices, and a helpText that names a
+    default ("X (default)" or "(default X)") names the option's default."""
+    declared = declared_options(options_class(kind))
+    for p in metadata(kind)["parameters"]:
+        action = declared.get(p["name"])
+        if action is None:
+            continue
+        if p.get("paramType") == "ENUM" or action.choices:
+            assert [o["value"] for o in p.get("enumOptions", [])] == list(action.choices), p["name"]
+            assert p["regexes"] == [f"^({'|'.join(action.choices)})$"], p["name"]
+        said = (re.findall(r"(\S+) \(default\)", p["helpText"])
+                + re.findall(r"\(default:? ([^)\s]+)\)", p["helpText"]))
+        for value in said:
+            value = value.rstrip(":,")
+            if isinstance(action.default, bool):
+                assert value == str(action.default).lower(), (p["name"], value)
+            elif isinstance(action.default, float):
+                assert float(value) == action.default, (p["name"], value)
+            else:
+                assert value == str(action.default), (p["name"], value, action.default)
