@@ -234,7 +234,8 @@ class EveryRefresh(beam.PTransform):
                     beam.typehints.KV[int, beam.typehints.Any])
                 | "Refresh" >> beam.WindowInto(
                     window.GlobalWindows(),
-                    trigger=trigger.Repeatedly(trigger.AfterProcessingTime(self.refresh_seconds)),
+                    trigger=trigger.Repeatedly(trigger.AfterProcessingTime(
+                        max(1, int(round(self.refresh_seconds))))),
                     accumulation_mode=trigger.AccumulationMode.DISCARDING)
                 | "Newest" >> beam.CombinePerKey(LatestSnapshotFn())
                 | "Rows" >> beam.Map(lambda kv: kv[1][1]))
