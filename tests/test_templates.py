@@ -645,3 +645,21 @@ def test_metadata_enums_and_defaults_are_the_options(kind):
                 assert float(value) == action.default, (p["name"], value)
             else:
                 assert value == str(action.default), (p["name"], value, action.default)
+
+
+def test_cloud_mk_streaming_job_has_one_name_and_updates_in_place(cloud_make):
+    proc, calls = cloud_make("template-run-streaming")
+    assert proc.returncode == 0, proc.stderr
+    (run,) = calls
+    assert run[4] == "shopstream-streaming" and "--update" not in run
+    proc, calls = cloud_make("template-update-streaming",
+                             TRANSFORM_NAME_MAPPINGS="OldWrite=WriteRedis")
+    assert proc.returncode == 0, proc.stderr
+    (update,) = calls
+    assert update[1:5] == ["dataflow", "flex-template", "run", "shopstream-streaming"]
+    assert "--update" in update
+    assert "--transform-name-mappings=OldWrite=WriteRedis" in update
+    # the same template parameters as the first run
+    assert _params(update) == _params(run)
+    proc, calls = cloud_make("template-update-streaming")
+    assert not any(a.startswith("--transform-name-mappings") for a in calls[0])
