@@ -76,8 +76,9 @@ def staged_sales_facts(rows: int) -> Path:
     return out
 
 
-def run(sizes=(REAL_ROWS,), extra_args=(), ways=("after", "before")) -> list:
-    """``sizes``: sales_facts rows to load (default: the real size, 1.2 M)."""
+def run(row_counts=(REAL_ROWS,), extra_args=(), ways=("after", "before")) -> list:
+    """``row_counts``: sales_facts rows to load (default: the real size, 1.2 M; `make
+    bench --sizes` are click-event counts and do not apply here)."""
     import uuid
 
     from tests.emulators import PROJECT, BigQueryEmulator
@@ -86,7 +87,7 @@ def run(sizes=(REAL_ROWS,), extra_args=(), ways=("after", "before")) -> list:
     with tempfile.TemporaryDirectory() as tmp:
         emu = BigQueryEmulator(Path(tmp)).start()
         try:
-            for size in sizes:
+            for size in row_counts:
                 staged = staged_sales_facts(size)
                 for how in ways:
                     dataset = f"bench_{uuid.uuid4().hex[:8]}"
