@@ -13,16 +13,22 @@ REDIS_PORT ?= 6390
 REDIS_URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps test-deps demo demo-data demo-redis lint test bench clean redis-stop
+.PHONY: help install constraints system-deps test-deps demo demo-data demo-redis lint test bench clean redis-stop
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-22s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: setup.py requirements.txt requirements-dev.txt
+$(VENV)/.installed: setup.py requirements.txt requirements-serve.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[serve,test]'
 	@touch $@
+
+constraints:  ## re-pin constraints.txt (every transitive version) from the tested .venv
+	@{ echo "# Every installed version of the tested venv (make constraints); used by make install"; \
+	   echo "# and the Flex Template image (templates/Dockerfile). Regenerate after changing requirements*.txt."; \
+	   $(PY) -m pip freeze --exclude-editable | grep -v '^shopstream=='; } > constraints.txt
+	@echo "wrote constraints.txt ($$(grep -vc '^#' constraints.txt) pins)"
 
 install: $(VENV)/.installed system-deps  ## create .venv with shopstream and its pinned deps
 

@@ -22,6 +22,8 @@ setup(
                                      exclude=["*.__pycache__"]),
     package_data={"transforms.schemas": ["*.json"], "batch.data": ["*"], "pipelines.web": ["*"]},
     install_requires=_requirements("requirements.txt"),
-    extras_require={"test": _requirements("requirements-dev.txt")},
+    # Workers get install_requires only; the front door adds "serve" (API, report).
+    extras_require={"serve": _requirements("requirements-serve.txt"),
+                    "test": _requirements("requirements-dev.txt")},
     entry_points={"console_scripts": ["shopstream=pipelines.cli:main"]},
 )

@@ -120,7 +120,8 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
         replay_tail=not streaming, batched=batched, allowed_lateness=lateness)
     snapshots = engagement | "Rank" >> RankWindows(products_side, weights, top_n=opts.top_n)
     if opts.redis:
-        snapshots | "WriteRedis" >> WriteRankingsToRedis(opts.redis)
+        snapshots | "WriteRedis" >> WriteRankingsToRedis(opts.redis, top_n=opts.top_n,
+                                                         password_secret=opts.redis_secret)
 
     # ---- warehouse
     dead_all = dead | "FlattenDead" >> beam.Flatten()
@@ -141,7 +142,7 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
             if stage:
                 staged.append((table, "replace"))
                 return sinks.StageSnapshots(stage, table)
-            return sinks.WriteSnapshots(opts.warehouse, table)
+            return sinks.WriteSnapshots(opts.warehouse, table, opts.warehouse_refresh)
 
         if batched:
             failed = enriched | "WriteEnriched" >> rows_sink(

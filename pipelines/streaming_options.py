@@ -5,6 +5,7 @@ from __future__ import annotations
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.sessionize import DEFAULT_DEDUP_TTL, DEFAULT_LOOKBACK, DEFAULT_VISIT_GAP
+from transforms.sinks import DEFAULT_WAREHOUSE_REFRESH
 
 
 def add_option(parser, name: str, **kw) -> None:
@@ -51,5 +52,11 @@ class ShopstreamStreamingOptions(PipelineOptions):
               help="event-time seconds an event id is remembered after its visit closes")
         add_option(parser, "top_n", type=int, default=50,
               help="members kept per Redis ranking (at least 10)")
-        add_option(parser, "staging", default=None,
-              help="folder for staging files of the DuckDB sink (default: beside the warehouse)")
+        add_option(parser, "redis_secret", default=None,
+              help="Secret Manager secret (projects/P/secrets/S[/versions/V]) holding the "
+                   "Redis password, read on the workers; else $REDIS_PASSWORD there. Never "
+                   "put the password in --redis")
+        add_option(parser, "warehouse_refresh", type=float, default=DEFAULT_WAREHOUSE_REFRESH,
+              help="seconds between rewrites of the all-time BigQuery snapshot tables by "
+                   f"the live job (default {DEFAULT_WAREHOUSE_REFRESH:.0f}; BigQuery allows "
+                   "1,500 load jobs per table per day)")

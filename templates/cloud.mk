@@ -33,6 +33,14 @@ GCS_MODELS ?= gs://$(GCS_BUCKET)/shopstream/models
 WEIGHTS ?=
 PUBLISH_INPUT ?= data/demo
 PUBLISH_SPEEDUP ?= 60
+# The live job keeps one name, so that template-update-streaming replaces it in place.
+STREAMING_JOB ?= shopstream-streaming
+# Renamed steps for an in-place update: OLD=NEW,... (gcloud --transform-name-mappings).
+TRANSFORM_NAME_MAPPINGS ?=
+# Secret Manager secret holding the Redis AUTH string (never a pipeline option value).
+REDIS_SECRET ?=
+# How often the live job rewrites the all-time BigQuery snapshot tables (seconds).
+WAREHOUSE_REFRESH ?=
 
 # ---- derived names
 AR_HOST := $(GCP_REGION)-docker.pkg.dev
@@ -66,7 +74,7 @@ DATAFLOW_ENV = --region=$(GCP_REGION) --project=$(GCP_PROJECT) \
   $(if $(DATAFLOW_SA),--service-account-email=$(DATAFLOW_SA),)
 
 .PHONY: cloud-help cloud-env template-build template-build-streaming template-build-batch \
-  template-run-streaming template-run-batch replay-gcs schedule-batch bq-tables \
+  template-run-streaming template-update-streaming template-run-batch replay-gcs schedule-batch bq-tables \
   publish-cloud batch-launch-body
 
 cloud-help:  ## list the Google Cloud targets (templates/cloud.mk)
@@ -86,7 +94,7 @@ cloud-env:  ## print the resolved Google Cloud settings
 define CLOUDBUILD_YAML
 steps:
 - name: gcr.io/cloud-builders/docker
-  args: ["build", "-f", "$${_DOCKERFILE}", "-t", "$${_IMAGE}", "."]
+  args: ["build", "-f", "$${_DOCKERFILE}", "--build-arg", "PIPELINE=$${_PIPELINE}", "-t", "$${_IMAGE}", "."]
 images: ["$${_IMAGE}"]
 timeout: 3600s
 endef
@@ -101,7 +109,7 @@ $(call cloud-require,GCP_PROJECT GCP_REGION GCS_BUCKET AR_REPO)
 @printf '%s\n' "$$CLOUDBUILD_YAML" > $(CLOUD_BUILD_DIR)/cloudbuild.yaml
 $(GCLOUD) builds submit . --project=$(GCP_PROJECT) --region=$(GCP_REGION) \
   --config=$(CLOUD_BUILD_DIR)/cloudbuild.yaml \
-  --substitutions=_DOCKERFILE=templates/$(1)/Dockerfile,_IMAGE=$(2)
+  --substitutions=_DOCKERFILE=templates/Dockerfile,_PIPELINE=$(1),_IMAGE=$(2)
 $(GCLOUD) dataflow flex-template build $(3) --project=$(GCP_PROJECT) \
   --sdk-language=PYTHON --image=$(2) --metadata-file=templates/$(1)/metadata.json
 endef
@@ -112,9 +120,8 @@ template-build-streaming:  ## build the streaming image and its Flex Template sp
 template-build-batch:  ## build the batch image and its Flex Template spec
 	$(call template-build-one,batch,$(IMAGE_BATCH),$(TEMPLATE_BATCH))
 
-template-run-streaming:  ## launch the live streaming job from its Flex Template
-	$(call cloud-require,GCP_PROJECT GCS_BUCKET)
-	$(GCLOUD) dataflow flex-template run shopstream-streaming-$(NOW) \
+# The live job's launch arguments, shared by the first run and in-place updates.
+STREAMING_RUN_ARGS = \
 	  --template-file-gcs-location=$(TEMPLATE_STREAMING) $(DATAFLOW_ENV) \
 	  --enable-streaming-engine \
 	  --parameters=subscription=$(CLICKS_SUB_PATH) \
@@ -122,8 +129,19 @@ template-run-streaming:  ## launch the live streaming job from its Flex Template
 	  --parameters=products=$(GCS_DATA)/product.csv \
 	  --parameters=warehouse=$(WAREHOUSE_BQ) \
 	  $(if $(REDIS_URL_CLOUD),--parameters=redis=$(REDIS_URL_CLOUD),) \
+	  $(if $(REDIS_SECRET),--parameters=redis_secret=$(REDIS_SECRET),) \
+	  $(if $(WAREHOUSE_REFRESH),--parameters=warehouse_refresh=$(WAREHOUSE_REFRESH),) \
 	  $(if $(WEIGHTS),--parameters=weights=$(WEIGHTS),--parameters=models=$(GCS_MODELS)) \
 	  --parameters=sdk_container_image=$(IMAGE_STREAMING)
+
+template-run-streaming:  ## launch the live streaming job (job name STREAMING_JOB) from its Flex Template
+	$(call cloud-require,GCP_PROJECT GCS_BUCKET)
+	$(GCLOUD) dataflow flex-template run $(STREAMING_JOB) $(STREAMING_RUN_ARGS)
+
+template-update-streaming:  ## update the running live job in place (same name; TRANSFORM_NAME_MAPPINGS for renamed steps)
+	$(call cloud-require,GCP_PROJECT GCS_BUCKET)
+	$(GCLOUD) dataflow flex-template run $(STREAMING_JOB) $(STREAMING_RUN_ARGS) --update \
+	  $(if $(TRANSFORM_NAME_MAPPINGS),--transform-name-mappings=$(TRANSFORM_NAME_MAPPINGS),)
 
 template-run-batch:  ## launch the daily batch job once from its Flex Template
 	$(call cloud-require,GCP_PROJECT GCS_BUCKET)

@@ -243,7 +243,8 @@ def test_graph_has_stable_labels(dataset, tmp_path):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.batch import build_pipeline, find_inputs
+    from batch.inputs import find_inputs
+    from pipelines.batch_job import build_pipeline
 
     opts = PipelineOptions(["--runner=DirectRunner", "--input", str(dataset),
                             "--warehouse", str(tmp_path / "w.duckdb")])
@@ -263,7 +264,7 @@ def test_graph_has_stable_labels(dataset, tmp_path):
 def test_options_accept_cli_and_beam_spellings():
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.batch import ShopstreamBatchOptions
+    from pipelines.batch_options import ShopstreamBatchOptions
 
     for flags in (["--as-of", "2021-05-01", "--visit-gap", "60"],
                   ["--as_of=2021-05-01", "--visit_gap=60"]):

@@ -203,3 +203,49 @@ def test_beam_write_to_bigquery_streaming_inserts_with_table_schema(beam_on_emul
     assert [r["product_id"] for r in got] == [None, 15315, 15315]
     assert [r["product_id_inferred"] for r in got] == [False, True, False]
     assert got[2]["dwell_seconds"] is None
+
+
+def _enriched(i: int, **over) -> dict:
+    base = 1_567_785_272_821_085
+    row = {"event_id": f"e{i}", "session_id": "s1", "visit_id": f"s1:{base}",
+           "event_name": "CLICK", "event_time": base + i * 10**6, "traffic_source": "WEB",
+           "product_id": 15315, "product_id_inferred": False, "dwell_seconds": 1.0,
+           "quantity": None, "item_price": None, "payment_status": None}
+    row.update(over)
+    return row
+
+
+def test_rows_bigquery_rejects_become_dead_letters_with_its_error(beam_on_emulator):
+    """A row that violates the schema (a non-integer product_id) comes back at once as a
+    dead_letter row whose reason is BigQuery's error (no retries for hours) and lands in
+    the dead_letter table; the good rows are written; event_id is the insert id."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from transforms import sinks
+
+    dataset = f"dl_{uuid.uuid4().hex[:8]}"
+    client = beam_on_emulator.client()
+    client.create_dataset(f"{PROJECT}.{dataset}")
+    rows = [_enriched(0), _enriched(1), _enriched(2, product_id="not-a-number"), _enriched(0)]
+    opts = PipelineOptions(["--runner=DirectRunner", f"--project={PROJECT}",
+                            "--temp_location=/tmp"])
+    target = f"bq://{PROJECT}.{dataset}"
+    with beam.Pipeline(options=opts) as p:
+        failed = (p | beam.Create(rows)
+                  | "WriteEnriched" >> sinks.WriteRows(target, "events_enriched", streaming=True))
+        failed | "WriteDeadLetter" >> sinks.WriteRows(target, "dead_letter", streaming=True)
+
+    dead = [dict(r.items()) for r in client.query(
+        f"SELECT source, raw, reason FROM `{PROJECT}.{dataset}.dead_letter`").result()]
+    assert len(dead) == 1, dead
+    d = dead[0]
+    assert d["source"] == "bigquery:events_enriched"
+    assert d["reason"].startswith("BigQuery rejected the row: invalid"), d["reason"]
+    assert '"event_id": "e2"' in d["raw"]
+    got = [r["event_id"] for r in client.query(
+        f"SELECT event_id FROM `{PROJECT}.{dataset}.events_enriched` ORDER BY event_id").result()]
+    # BigQuery dedups insert ids best-effort; bqemulator does not (e0 twice here), so
+    # the insert id sent is checked instead.
+    assert sorted(set(got)) == ["e0", "e1"]
+    assert sinks._with_insert_id(_enriched(0), "t", "event_id")[1][1] == "e0"

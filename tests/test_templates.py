@@ -41,13 +41,13 @@ needs_streaming = pytest.mark.skipif(
     not _has("pipelines.streaming", "build_pipeline"),
     reason="pipelines/streaming.py with build_pipeline(p, options) is not there yet")
 needs_batch = pytest.mark.skipif(
-    not _has("pipelines.batch", "ShopstreamBatchOptions"),
-    reason="pipelines/batch.py with ShopstreamBatchOptions is not there yet")
+    not _has("pipelines.batch_options", "ShopstreamBatchOptions"),
+    reason="pipelines/batch_options.py with ShopstreamBatchOptions is not there yet")
 
 
 def load_launcher():
-    # templates/ has no __init__.py: a namespace package, as in the image (PYTHONPATH).
-    return importlib.import_module("templates.launcher")
+    """The launcher module inside the package (templates/launcher.py is a shim over it)."""
+    return importlib.import_module("pipelines.launch")
 
 
 def metadata(kind: str) -> dict:
@@ -64,7 +64,7 @@ def options_class(kind: str):
     if kind == "streaming":
         from pipelines.streaming_options import ShopstreamStreamingOptions
         return ShopstreamStreamingOptions
-    from pipelines.batch import ShopstreamBatchOptions
+    from pipelines.batch_options import ShopstreamBatchOptions
     return ShopstreamBatchOptions
 
 
@@ -83,18 +83,37 @@ def _kind_param(kind):
 ALL_KINDS = [_kind_param(k) for k in KINDS]
 
 
-# --------------------------------------------------------------------------- Dockerfiles
+# --------------------------------------------------------------------------- Dockerfile
+DOCKERFILE = TEMPLATES / "Dockerfile"
+
+
 def dockerfile(kind: str) -> list:
-    """Dockerfile instructions as (KEYWORD, text) with continuation lines joined."""
-    text = (TEMPLATES / kind / "Dockerfile").read_text()
-    text = re.sub(r"\\\n", " ", text)
-    out = []
+    """Instructions of templates/Dockerfile built with ``--build-arg PIPELINE=kind``, as
+    (KEYWORD, text) with continuation lines joined and ``${ARG}``s of FROM/ENV expanded."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    out, args = [], {"PIPELINE": kind}
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             word, _, rest = line.partition(" ")
-            out.append((word.upper(), rest.strip()))
+            word, rest = word.upper(), rest.strip()
+            if word == "ARG":
+                name, eq, default = rest.partition("=")
+                args.setdefault(name, default if eq else args.get(name, ""))
+            if word in ("FROM", "ENV"):
+                rest = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), rest)
+            out.append((word, rest))
     return out
+
+
+def image_env(kind: str) -> dict:
+    """The ENV of the final image built for ``kind``."""
+    env = {}
+    for word, rest in dockerfile(kind):
+        if word == "ENV":
+            key, _, value = rest.partition("=")
+            env[key.strip()] = value.strip().strip('"')
+    return env
 
 
 def _requirement_version(name: str) -> str:
@@ -105,34 +124,48 @@ def _requirement_version(name: str) -> str:
     raise AssertionError(f"{name} is not pinned in requirements.txt")
 
 
+def test_one_dockerfile_for_both_pipelines():
+    assert DOCKERFILE.is_file()
+    assert not list(TEMPLATES.glob("*/Dockerfile")), "one templates/Dockerfile with ARG PIPELINE"
+    assert ("ARG", "PIPELINE") in dockerfile("batch")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_dockerfile_base_images_pinned_and_launcher_copied(kind):
     ins = dockerfile(kind)
     froms = [rest.split()[0] for word, rest in ins if word == "FROM"]
-    assert len(froms) == 2, froms
     for image in froms:
         name, _, tag = image.rpartition(":")
         assert "@sha256:" in image or (name and tag and "/" not in tag), f"{image} not pinned"
         assert tag != "latest", f"{image}: pin a version, not latest"
     beam = _requirement_version("apache-beam")
     assert froms[-1] == f"apache/beam_python3.11_sdk:{beam}"  # the final stage = SDK image
-    assert froms[0].startswith("gcr.io/dataflow-templates-base/python311-template-launcher-base:")
+    launcher = [f for f in froms if f.startswith(
+        "gcr.io/dataflow-templates-base/python311-template-launcher-base")]
+    assert len(launcher) == 1, froms
     alias = dict((rest.split()[0], rest.split()[-1]) for w, rest in ins
                  if w == "FROM" and " AS " in rest.upper())
     copies = [rest for word, rest in ins if word == "COPY" and rest.startswith("--from=")]
-    launcher_stage = alias.get(froms[0], froms[0])
+    launcher_stage = alias.get(launcher[0], launcher[0])
     assert any(c.startswith(f"--from={launcher_stage} /opt/google/dataflow/python_template_launcher")
                for c in copies), copies
+    assert "list-tags" in DOCKERFILE.read_text()  # how to move the launcher base
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_dockerfile_installs_pinned_requirements_then_the_package(kind):
+def test_dockerfile_installs_constrained_requirements_then_the_wheel_without_deps(kind):
     ins = dockerfile(kind)
-    runs = [(i, rest) for i, (word, rest) in enumerate(ins) if word == "RUN"]
-    req = [i for i, r in runs if re.search(r"pip install .*-r requirements\.txt", r)]
-    pkg = [i for i, r in runs if re.search(r"pip install [^&]*\s\.(\s|$)", r)]
+    final = max(i for i, (w, _r) in enumerate(ins) if w == "FROM")
+    runs = [(i, rest) for i, (word, rest) in enumerate(ins) if word == "RUN" and i > final]
+    req = [i for i, r in runs
+           if re.search(r"pip install .*-r requirements\.txt -c constraints\.txt", r)]
+    pkg = [i for i, r in runs if re.search(r"pip install [^&]*--no-deps /wheels/\S*\.whl", r)]
     assert req and pkg and req[0] < pkg[0], runs
     assert any("pip check" in r for _, r in runs)
+    # the worker image holds no API server / report libraries
+    worker_reqs = (ROOT / "requirements.txt").read_text().lower()
+    for name in ("fastapi", "uvicorn", "plotly"):
+        assert name not in worker_reqs, name
     # every COPY source exists in the repository (the build context is the repo root)
     for word, rest in ins:
         if word == "COPY" and not rest.startswith("--from="):
@@ -141,28 +174,48 @@ def test_dockerfile_installs_pinned_requirements_then_the_package(kind):
                 assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
 
 
+def test_constraints_pin_every_installed_distribution():
+    """constraints.txt (make constraints) holds the version of every distribution of
+    the tested venv, and make install uses it."""
+    from importlib import metadata as md
+
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version.strip()
+    for req in ("requirements.txt", "requirements-serve.txt", "requirements-dev.txt"):
+        for line in (ROOT / req).read_text().splitlines():
+            m = re.match(r"^([A-Za-z0-9_.-]+)(\[[^\]]*\])?==(\S+)", line.strip())
+            if m:
+                assert pins.get(re.sub(r"[-_.]+", "-", m.group(1)).lower()) == m.group(3), line
+    for dist in md.distributions():
+        name = re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
+        if name in ("shopstream", "pip", "setuptools", "wheel"):
+            continue
+        assert pins.get(name) == dist.version, f"{name} {dist.version}: run make constraints"
+    assert "-c constraints.txt" in (ROOT / "Makefile").read_text()
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_dockerfile_flex_template_env_and_beam_entrypoint(kind):
     ins = dockerfile(kind)
-    env = {}
-    for word, rest in ins:
-        if word == "ENV":
-            key, _, value = rest.partition("=")
-            env[key.strip()] = value.strip().strip('"')
+    env = image_env(kind)
     args = dict(rest.split("=", 1) for word, rest in ins if word == "ARG" and "=" in rest)
-    py_file = env["FLEX_TEMPLATE_PYTHON_PY_FILE"].replace("${WORKDIR}", args.get("WORKDIR", ""))
+    py_file = env["FLEX_TEMPLATE_PYTHON_PY_FILE"]
     workdir = args.get("WORKDIR", "/")
     rel = Path(py_file).relative_to(workdir)
     assert (ROOT / rel).is_file(), py_file
     copied = [rest.split()[-1] for word, rest in ins if word == "COPY"]
     assert any(c.rstrip("/").lstrip("./") in (str(rel), str(rel.parent)) for c in copied), copied
     assert env["SHOPSTREAM_PIPELINE"] == kind
+    assert "PYTHONPATH" not in env  # shopstream is an installed package, not a folder
     entry = [rest for word, rest in ins if word == "ENTRYPOINT"]
     assert entry and json.loads(entry[-1]) == ["/opt/apache/beam/boot"]
 
 
 def test_launcher_never_waits_for_the_job():
-    src = (TEMPLATES / "launcher.py").read_text()
+    src = (ROOT / "pipelines" / "launch.py").read_text()
     code = "\n".join(ln for ln in src.splitlines() if not ln.strip().startswith("#"))
     code = re.sub(r'"""[\s\S]*?"""', "", code)
     assert "wait_until_finish" not in code
@@ -227,7 +280,10 @@ REJECT = {
     "staging": ["/tmp/staging"],
     "warehouse": ["my-project.shopstream", "bq://my-project", "bq://my-project.a.b",
                   "warehouse/demo.duckdb", "bq://P.shopstream"],
-    "redis": ["10.0.0.3:6379", "http://redis"],
+    "redis": ["10.0.0.3:6379", "http://redis", "redis://:s3cret@10.0.0.3:6379/0",
+              "redis://user:pw@10.0.0.3:6379"],
+    "redis_secret": ["s3cret", "projects/p/secrets", "projects/p/secrets/s/versions"],
+    "warehouse_refresh": ["15m", "-900"],
     "visit_gap": ["-5", "abc", "30m"],
     "lookback": ["1.5", "-1"],
     "dedup_ttl": ["1h"],
@@ -323,7 +379,7 @@ def test_both_pipelines_options_can_live_in_one_process():
     from apache_beam.options.pipeline_options import PipelineOptions
 
     importlib.import_module("pipelines.streaming_options")
-    importlib.import_module("pipelines.batch")
+    importlib.import_module("pipelines.batch_options")
     try:
         PipelineOptions(["--input=gs://b/x", "--visit_gap=60"]).get_all_options()
     except argparse.ArgumentError as exc:
@@ -332,111 +388,8 @@ def test_both_pipelines_options_can_live_in_one_process():
                     "on the parser (same dest, type and default in both classes)")
 
 
-# --------------------------------------------------------------------------- translation
-DATAFLOW = ["--runner=DataflowRunner", "--project=fake-proj", "--region=asia-southeast2",
-            "--temp_location=gs://fake-bucket/tmp", "--dry_run=True", "--no_auth",
-            "--sdk_location=container"]
-
-
-@pytest.fixture(scope="module")
-def gcs_examples(tmp_path_factory):
-    """A GCS emulator holding what the example values point at (gs://my-bucket/...)."""
-    from pipelines.generate import generate
-    from tests.emulators import GCSEmulator
-
-    emu = GCSEmulator(tmp_path_factory.mktemp("gcs")).start()
-    data = tmp_path_factory.mktemp("tpl-data")
-    generate(out_dir=str(data), customers=30, products=25, days=20, seed=9)
-    emu.upload_dir(data, "my-bucket", "shopstream/data")
-    emu.upload_text("my-bucket", "shopstream/weights.json", json.dumps(
-        {"click_count": 1, "item_detail_count": 1, "add_to_cart_count": 2,
-         "homepage_count": 0.5, "total_dwell_seconds": 1, "purchases": 3}))
-    emu.upload_text("my-bucket", "shopstream/models/README", "models go here\n")
-    emu.create_bucket("fake-bucket")
-    yield emu
-    emu.stop()
-
-
-@pytest.fixture
-def gcs(gcs_examples, monkeypatch):
-    gcs_examples.activate(monkeypatch)
-    return gcs_examples
-
-
-def template_args(kind: str, skip=()) -> list:
-    return [f"--{p['name']}={example(p)}" for p in metadata(kind)["parameters"]
-            if p["name"] not in skip]
-
-
-def _job_type(result) -> str:
-    """The Dataflow job type of a dry-run result, e.g. "JOB_TYPE_STREAMING"."""
-    from apache_beam.runners.dataflow.internal import apiclient
-
-    job_type = result.job.proto.type_
-    return apiclient.dataflow.JobType(job_type).name
-
-
-def _pardo_payload(transform):
-    from apache_beam.portability.api import beam_runner_api_pb2
-    return beam_runner_api_pb2.ParDoPayload.FromString(transform.spec.payload)
-
-
-def _transforms(p) -> dict:
-    return {t.unique_name: t for t in p.runner.proto_pipeline.components.transforms.values()}
-
-
-@pytest.mark.emulator
-@needs_streaming
-def test_streaming_template_translates_to_a_streaming_dataflow_job(gcs):
-    launcher = load_launcher()
-    p, result = launcher.launch("streaming", DATAFLOW + template_args("streaming", skip={"input"}))
-    assert _job_type(result) == "JOB_TYPE_STREAMING"
-    transforms = _transforms(p)
-    stateful = [n for n, t in transforms.items()
-                if t.spec.urn == "beam:transform:pardo:v1" and _pardo_payload(t).state_specs]
-    assert any(n.startswith("Sessionize/") for n in stateful), stateful
-    assert any(n.startswith("ReadClicks/") for n in transforms)
-    assert any(n.startswith("ReadOrders/") for n in transforms)
-    assert any(n.startswith("WriteRedis") for n in transforms)
-    assert any(n.startswith("WriteEnriched") for n in transforms)
-    # Dataflow dedups redeliveries by the event_id attribute (id_label)
-    from apache_beam.portability import common_urns
-    reads = [t for t in transforms.values()
-             if t.spec.urn == common_urns.composites.PUBSUB_READ.urn]
-    if reads:
-        from apache_beam.portability.api import beam_runner_api_pb2
-        labels = {beam_runner_api_pb2.PubSubReadPayload.FromString(t.spec.payload).id_attribute
-                  for t in reads}
-        assert "event_id" in labels, labels
-
-
-@pytest.mark.emulator
-@needs_streaming
-def test_streaming_template_replays_gcs_files_as_a_batch_job(gcs):
-    launcher = load_launcher()
-    live = {"subscription", "orders_subscription"}
-    p, result = launcher.launch("streaming", DATAFLOW + template_args("streaming", skip=live))
-    assert _job_type(result) == "JOB_TYPE_BATCH"
-    names = list(_transforms(p))
-    assert any(n.startswith("ReadClicks/") for n in names)
-    assert any(n.startswith("Sessionize/") for n in names)
-
-
-@pytest.mark.emulator
-@needs_batch
-def test_batch_template_translates_with_in_job_warehouse_loads(gcs):
-    launcher = load_launcher()
-    p, result = launcher.launch("batch", DATAFLOW + template_args("batch"))
-    assert _job_type(result) == "JOB_TYPE_BATCH"
-    transforms = _transforms(p)
-    load = [t for n, t in transforms.items() if n == "LoadWarehouse"]
-    assert len(load) == 1
-    # the load waits (side inputs) for every staged table's files and the run info
-    waits = {n[len("DoneWrite"):].split("/")[0] for n in transforms if n.startswith("DoneWrite")}
-    assert waits == {"SalesFacts", "DailySales", "ChurnFeatures", "ChurnPredictions",
-                     "DeadLetter", "RunInfo"}, waits
-    assert len(_pardo_payload(load[0].subtransforms and transforms[load[0].subtransforms[0]]
-                              or load[0]).side_inputs) == len(waits)
+# --------------------------------------------------------------------------- launches
+# The Flex Template launches themselves: tests/test_flex_launch.py.
 
 
 @pytest.mark.slow
@@ -542,12 +495,14 @@ def test_cloud_mk_template_build_both_images_and_specs(cloud_make):
     assert len(builds) == 2 and len(specs) == 2
     for kind, build, spec in zip(KINDS, builds, specs):
         image = f"asia-southeast2-docker.pkg.dev/my-project/shopstream/shopstream-{kind}:t1"
-        assert f"--substitutions=_DOCKERFILE=templates/{kind}/Dockerfile,_IMAGE={image}" in build
+        assert (f"--substitutions=_DOCKERFILE=templates/Dockerfile,_PIPELINE={kind},"
+                f"_IMAGE={image}") in build
         assert spec[4] == f"gs://my-bucket/templates/shopstream-{kind}.json"
         assert f"--image={image}" in spec and "--sdk-language=PYTHON" in spec
         assert f"--metadata-file=templates/{kind}/metadata.json" in spec
     config = (cloud_make.build / "cloudbuild.yaml").read_text()
-    assert '"-f", "${_DOCKERFILE}", "-t", "${_IMAGE}", "."' in config
+    assert ('"-f", "${_DOCKERFILE}", "--build-arg", "PIPELINE=${_PIPELINE}", '
+            '"-t", "${_IMAGE}", "."') in config
     assert 'images: ["${_IMAGE}"]' in config
 
 
@@ -666,3 +621,45 @@ def test_readme_deploy_table_list_matches_the_schemas():
         assert part == (f"{p['type']} on `{p['field']}`" if p else "—"), table
         assert clustering == (", ".join(schema.get("clustering") or []) or "—"), table
         assert key == (", ".join(schema.get("key") or []) or "— (append)"), table
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_metadata_enums_and_defaults_are_the_options(kind):
+    """An ENUM parameter offers exactly the option's choices, and a helpText that names a
+    default ("X (default)" or "(default X)") names the option's default."""
+    declared = declared_options(options_class(kind))
+    for p in metadata(kind)["parameters"]:
+        action = declared.get(p["name"])
+        if action is None:
+            continue
+        if p.get("paramType") == "ENUM" or action.choices:
+            assert [o["value"] for o in p.get("enumOptions", [])] == list(action.choices), p["name"]
+            assert p["regexes"] == [f"^({'|'.join(action.choices)})$"], p["name"]
+        said = (re.findall(r"(\S+) \(default\)", p["helpText"])
+                + re.findall(r"\(default:? ([^)\s]+)\)", p["helpText"]))
+        for value in said:
+            value = value.rstrip(":,")
+            if isinstance(action.default, bool):
+                assert value == str(action.default).lower(), (p["name"], value)
+            elif isinstance(action.default, float):
+                assert float(value) == action.default, (p["name"], value)
+            else:
+                assert value == str(action.default), (p["name"], value, action.default)
+
+
+def test_cloud_mk_streaming_job_has_one_name_and_updates_in_place(cloud_make):
+    proc, calls = cloud_make("template-run-streaming")
+    assert proc.returncode == 0, proc.stderr
+    (run,) = calls
+    assert run[4] == "shopstream-streaming" and "--update" not in run
+    proc, calls = cloud_make("template-update-streaming",
+                             TRANSFORM_NAME_MAPPINGS="OldWrite=WriteRedis")
+    assert proc.returncode == 0, proc.stderr
+    (update,) = calls
+    assert update[1:5] == ["dataflow", "flex-template", "run", "shopstream-streaming"]
+    assert "--update" in update
+    assert "--transform-name-mappings=OldWrite=WriteRedis" in update
+    # the same template parameters as the first run
+    assert _params(update) == _params(run)
+    proc, calls = cloud_make("template-update-streaming")
+    assert not any(a.startswith("--transform-name-mappings") for a in calls[0])

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 import uuid
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -296,7 +297,8 @@ class _WriteRankingsFn(beam.DoFn):
     the bundle (older ones would be refused by Redis anyway)."""
 
     def __init__(self, redis_url: str, key_prefix: str, top_n: int, retry_seconds: float,
-                 backoff_max: float):
+                 backoff_max: float, password_secret: Optional[str] = None):
+        self.password_secret = password_secret
         self.redis_url = redis_url
         self.key_prefix = key_prefix
         self.top_n = top_n
@@ -308,6 +310,11 @@ class _WriteRankingsFn(beam.DoFn):
         return {"redis": redact_url(self.redis_url), "key_prefix": self.key_prefix}
 
     def setup(self):
+        if self.password_secret and not os.environ.get("REDIS_PASSWORD"):
+            # Read here, on the worker: the password never travels in the job's options.
+            from transforms.secrets import read_secret
+
+            os.environ["REDIS_PASSWORD"] = read_secret(self.password_secret)
         self.writer = RedisRankingWriter(
             self.redis_url, self.key_prefix, top_n=self.top_n,
             retry_seconds=self.retry_seconds, backoff_max=self.backoff_max)
@@ -338,8 +345,10 @@ class WriteRankingsToRedis(beam.PTransform):
 
     def __init__(self, redis_url: str, key_prefix: str = KEY_PREFIX, *,
                  top_n: int = DEFAULT_TOP_N, retry_seconds: float = 120.0,
-                 backoff_max: float = 5.0, label: Optional[str] = None):
+                 backoff_max: float = 5.0, label: Optional[str] = None,
+                 password_secret: Optional[str] = None):
         super().__init__(label)
+        self.password_secret = password_secret  # Secret Manager name, read on the workers
         if not redis_url:
             raise ValueError("WriteRankingsToRedis needs a Redis URL")
         validate_redis_url(redis_url)
@@ -354,7 +363,8 @@ class WriteRankingsToRedis(beam.PTransform):
 
     def expand(self, snapshots):
         return snapshots | "Write" >> beam.ParDo(_WriteRankingsFn(
-            self.redis_url, self.key_prefix, self.top_n, self.retry_seconds, self.backoff_max))
+            self.redis_url, self.key_prefix, self.top_n, self.retry_seconds, self.backoff_max,
+            self.password_secret))
 
     def display_data(self):
         return {"redis": redact_url(self.redis_url)}

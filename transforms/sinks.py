@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 
 #: Rows buffered per DuckDB write; large enough to amortise the Arrow conversion.
 FLUSH_ROWS = 100_000
+#: Seconds between rewrites of a snapshot table by an unbounded (live) pipeline. Each
+#: rewrite is one BigQuery load job; BigQuery allows 1,500 per table per day.
+DEFAULT_WAREHOUSE_REFRESH = 900.0
+#: Column used as the BigQuery streaming insert id (best-effort dedup of retries).
+INSERT_ID_COLUMNS = {"events_enriched": "event_id"}
 
 
 def enriched_row(e) -> Dict[str, Any]:
@@ -150,11 +155,16 @@ class _WriteTablesFn(_WriteRowsFn):
 
 
 class _WriteSnapshotFn(beam.DoFn):
-    """Replace a whole (small) table with each snapshot element; retried on failure."""
+    """Replace a whole (small) table with each snapshot element; retried on failure.
 
-    def __init__(self, target: str, table: str, attempts: int = 5):
-        self.target, self.table, self.attempts = target, table, attempts
+    ``give_up``: after the last attempt, log the failure and count it instead of
+    failing the bundle (a live job: the next refresh rewrites the whole table, and a
+    bundle retried forever would stall the stage)."""
+
+    def __init__(self, target: str, table: str, attempts: int = 5, give_up: bool = False):
+        self.target, self.table, self.attempts, self.give_up = target, table, attempts, give_up
         self.written = Metrics.counter("shopstream", f"warehouse_snapshots_{table}")
+        self.failed = Metrics.counter("shopstream", f"warehouse_snapshot_failures_{table}")
 
     def process(self, rows):
         rows = list(rows)
@@ -166,10 +176,69 @@ class _WriteSnapshotFn(beam.DoFn):
                 break
             except Exception as exc:  # a warehouse outage must not kill a streaming job
                 if attempt == self.attempts:
-                    raise
+                    if not self.give_up:
+                        raise
+                    log.error("writing snapshot table %s failed %d times (%s); the next "
+                              "refresh rewrites it", self.table, attempt, exc)
+                    self.failed.inc()
+                    return
                 log.warning("writing %s failed (%s); retrying", self.table, exc)
                 time.sleep(min(2 ** attempt, 30))
         self.written.inc()
+
+
+def _arrival(rows) -> tuple:
+    """(processing time, rows): the newest snapshot of a refresh is the last to arrive
+    (the all-time panes of one pipeline fire in sequence)."""
+    return (time.time(), rows)
+
+
+class LatestSnapshotFn(beam.CombineFn):
+    """Of the ``(arrival, rows)`` snapshots of one refresh, the rows of the newest."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, value):
+        return value if acc is None or value[0] >= acc[0] else acc
+
+    def merge_accumulators(self, accs):
+        best = None
+        for a in accs:
+            if a is not None and (best is None or a[0] >= best[0]):
+                best = a
+        return best
+
+    def extract_output(self, acc):
+        return acc
+
+
+class EveryRefresh(beam.PTransform):
+    """Unbounded snapshots → at most one (the newest) per ``refresh_seconds`` of
+    processing time: a global window with a repeated processing-time trigger, then the
+    newest of each pane. The shuffle also puts the warehouse write in a stage of its
+    own, so a slow warehouse never holds up the Redis rankings."""
+
+    def __init__(self, refresh_seconds: float):
+        super().__init__()
+        if refresh_seconds <= 0:
+            raise ValueError(f"warehouse refresh must be positive, got {refresh_seconds}")
+        self.refresh_seconds = refresh_seconds
+
+    def expand(self, snapshots):
+        from apache_beam.transforms import trigger, window
+
+        return (snapshots
+                | "Arrival" >> beam.Map(_arrival)
+                | "KeyByTable" >> beam.Map(lambda v: (0, v)).with_output_types(
+                    beam.typehints.KV[int, beam.typehints.Any])
+                | "Refresh" >> beam.WindowInto(
+                    window.GlobalWindows(),
+                    trigger=trigger.Repeatedly(trigger.AfterProcessingTime(
+                        max(1, int(round(self.refresh_seconds))))),
+                    accumulation_mode=trigger.AccumulationMode.DISCARDING)
+                | "Newest" >> beam.CombinePerKey(LatestSnapshotFn())
+                | "Rows" >> beam.Map(lambda kv: kv[1][1]))
 
 
 def _bq_json(row: Dict[str, Any], table: str) -> Dict[str, Any]:
@@ -212,31 +281,89 @@ class WriteRows(beam.PTransform):
 
         project, dataset = parts
         schema = {"fields": table_schema(self.table)["fields"]}
-        method = (WriteToBigQuery.Method.STREAMING_INSERTS if self.streaming
-                  else WriteToBigQuery.Method.FILE_LOADS)
-        result = (rows
-                  | "ToJson" >> beam.Map(_bq_json, self.table)
-                  | "WriteBigQuery" >> WriteToBigQuery(
-                      table=f"{project}:{dataset}.{self.table}", schema=schema, method=method,
-                      create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
-                      write_disposition=BigQueryDisposition.WRITE_APPEND))
-        if not self.streaming:
-            return rows.pipeline | "NoFailedRows" >> beam.Create([])
-        return (result.failed_rows_with_errors
-                | "FailedToDead" >> beam.Map(
-                    lambda f, t=self.table: dead_row(records.dead_letter(
-                        f"bigquery:{t}", str(f[1]), f"BigQuery rejected the row: {f[2]}"))))
+        json_rows = rows | "ToJson" >> beam.Map(_bq_json, self.table)
+        if self.streaming:
+            failed = json_rows | "WriteBigQuery" >> StreamRowsToBigQuery(
+                f"{project}:{dataset}.{self.table}", schema, INSERT_ID_COLUMNS.get(self.table))
+            return failed | "FailedToDead" >> beam.Map(bigquery_dead_row, self.table)
+        json_rows | "WriteBigQuery" >> WriteToBigQuery(
+            table=f"{project}:{dataset}.{self.table}", schema=schema,
+            method=WriteToBigQuery.Method.FILE_LOADS,
+            create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
+            write_disposition=BigQueryDisposition.WRITE_APPEND)
+        return rows.pipeline | "NoFailedRows" >> beam.Create([])
+
+
+def bigquery_dead_row(failed, table: str) -> Dict[str, Any]:
+    """A row BigQuery refused, ``(destination, row, errors)`` → a dead_letter row whose
+    reason is BigQuery's error."""
+    _dest, row, errors = failed
+    import json
+
+    reasons = "; ".join(
+        f"{e.get('reason', '?')}: {e.get('message', '')}".strip() for e in (errors or [])
+        if isinstance(e, dict)) or str(errors)
+    return dead_row(records.dead_letter(f"bigquery:{table}", json.dumps(row, default=str),
+                                        f"BigQuery rejected the row: {reasons}"))
+
+
+def _with_insert_id(row: Dict[str, Any], destination: str, id_column):
+    import uuid
+
+    insert_id = row.get(id_column) if id_column else None
+    return destination, (row, str(insert_id) if insert_id is not None else uuid.uuid4().hex)
+
+
+class StreamRowsToBigQuery(beam.PTransform):
+    """BigQuery streaming inserts of JSON rows into ``table`` (PROJECT:DATASET.TABLE);
+    returns the rows BigQuery refused as ``(destination, row, errors)``.
+
+    Beam's ``WriteToBigQuery`` streaming path with two differences: the insert id of a
+    row is its ``id_column`` value (``event_id``: a redelivered or re-emitted event is
+    deduplicated by BigQuery, best effort, for about a minute) instead of a random id,
+    and only transient errors are retried (``RETRY_ON_TRANSIENT_ERROR``): a row that
+    violates the schema comes back at once instead of being retried for hours."""
+
+    def __init__(self, table: str, schema: dict, id_column=None, batch_size: int = 500):
+        super().__init__()
+        self.table, self.schema, self.id_column = table, schema, id_column
+        self.batch_size = batch_size
+
+    def expand(self, rows):
+        from apache_beam.io.gcp.bigquery import BigQueryDisposition, BigQueryWriteFn
+        from apache_beam.io.gcp.bigquery_tools import RetryStrategy
+
+        out = (rows
+               | "AddInsertIds" >> beam.Map(_with_insert_id, self.table, self.id_column)
+               | "Insert" >> beam.ParDo(BigQueryWriteFn(
+                   batch_size=self.batch_size, schema=self.schema,
+                   create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
+                   write_disposition=BigQueryDisposition.WRITE_APPEND,
+                   retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR)).with_outputs(
+                       BigQueryWriteFn.FAILED_ROWS_WITH_ERRORS, BigQueryWriteFn.FAILED_ROWS,
+                       main="written"))
+        return out[BigQueryWriteFn.FAILED_ROWS_WITH_ERRORS]
 
 
 class WriteSnapshots(beam.PTransform):
-    """Each element (a list of row dicts) replaces ``table`` in the TARGET warehouse."""
+    """Each element (a list of row dicts) replaces ``table`` in the TARGET warehouse.
 
-    def __init__(self, target: str, table: str):
+    From an unbounded PCollection (the live job) at most one snapshot per
+    ``refresh_seconds`` is written — the newest (:class:`EveryRefresh`) — so a table
+    gets 86,400 / refresh load jobs a day (96 at the default 15 min) whatever the
+    ranking refresh rate."""
+
+    def __init__(self, target: str, table: str,
+                 refresh_seconds: float = DEFAULT_WAREHOUSE_REFRESH):
         super().__init__()
-        self.target, self.table = target, table
+        self.target, self.table, self.refresh_seconds = target, table, refresh_seconds
 
     def expand(self, snapshots):
-        return snapshots | "ReplaceTable" >> beam.ParDo(_WriteSnapshotFn(self.target, self.table))
+        live = not snapshots.is_bounded
+        if live:
+            snapshots = snapshots | "EveryRefresh" >> EveryRefresh(self.refresh_seconds)
+        return snapshots | "ReplaceTable" >> beam.ParDo(
+            _WriteSnapshotFn(self.target, self.table, give_up=live))
 
 
 # --------------------------------------------------------------------------- staged (replay)

@@ -379,7 +379,10 @@ class ParseChunks(beam.DoFn):
 
 def _progress(kind: str, path: str, end: int, size: Optional[int], good: int, bad: int) -> None:
     """One progress line per parsed split on stderr (splits finish in any order)."""
-    where = f"{end / size:5.1%} of " if size else "up to byte %d of " % end
+    if end is None:
+        where = "all of "  # a compressed file, read whole
+    else:
+        where = f"{end / size:5.1%} of " if size else "up to byte %d of " % end
     print(f"replay progress: {kind} {where}{path.rsplit('/', 1)[-1]}: "
           f"+{good:,} records, +{bad:,} dead-lettered", file=sys.stderr, flush=True)
 
@@ -404,7 +407,8 @@ class ReadTableChunks(beam.PTransform):
         splits = [s for path in self.paths for s in file_splits(path, self.chunk_bytes)]
         sizes = {}
         for path, _start, end in splits:
-            sizes[path] = max(sizes.get(path, 0), end)
+            if end is not None:  # a compressed file is one split of unknown length
+                sizes[path] = max(sizes.get(path, 0), end)
         out = (pbegin
                | "Splits" >> beam.Create(splits)  # reshuffled: spread over workers
                | "Parse" >> beam.ParDo(ParseChunks(
@@ -425,7 +429,12 @@ def read_payload(ref) -> bytes:
 
 def delete_spill(spill_dir: str) -> None:
     try:
-        if FileSystems.exists(spill_dir):
+        if "://" in spill_dir:
+            # An object store has no folders: delete every object under the prefix
+            # (``exists()`` of a bare prefix is False).
+            if FileSystems.match([spill_dir.rstrip("/") + "/*"])[0].metadata_list:
+                FileSystems.delete([spill_dir.rstrip("/") + "/"])
+        elif FileSystems.exists(spill_dir):
             FileSystems.delete([spill_dir])
     except Exception as exc:  # noqa: BLE001 - leftovers are only disk space
         import logging

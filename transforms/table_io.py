@@ -88,6 +88,19 @@ def load_parquet_glob(wh, table: str, pattern: str, mode: str = "upsert") -> int
     return wh.write(table, data, mode)
 
 
+def load_staged_table(wh, table: str, pattern: str, mode: str, window=None) -> int:
+    """Load staged Parquet files (local or gs://) into ``table``: ``mode`` append |
+    upsert | replace, or ``window`` with ``window=(column, lo, hi)`` (the rows of that
+    date range are replaced). Atomic on both warehouses; BigQuery loads the files with
+    load jobs (no row passes through Python), DuckDB reads them itself."""
+    if hasattr(wh, "load_files"):
+        return wh.load_files(table, match_files(pattern), mode, window)
+    if mode == "window":
+        column, lo, hi = window
+        return replace_window(wh, table, pattern, column, lo, hi)
+    return load_parquet_glob(wh, table, pattern, mode)
+
+
 def _sql_date(d) -> str:
     return f"DATE '{d.isoformat()}'"
 
@@ -96,8 +109,8 @@ def replace_window(wh, table: str, pattern: str, column: str, lo, hi) -> int:
     """Replace the rows of ``table`` whose ``column`` (a DATE) lies in [lo, hi] by the
     staged Parquet rows (which must all lie in that window); returns rows written.
 
-    DuckDB: one transaction (readers see the old or the new window, never a mix).
-    Other warehouses: a DELETE statement, then an append."""
+    One DuckDB transaction (readers see the old or the new window, never a mix); a
+    BigQuery warehouse uses ``load_files`` (see :func:`load_staged_table`)."""
     from transforms.warehouse import column_names
 
     files = match_files(pattern)
@@ -120,7 +133,7 @@ def replace_window(wh, table: str, pattern: str, column: str, lo, hi) -> int:
             con.execute("ROLLBACK")
             raise
         return n
-    if hasattr(wh, "ensure"):
-        wh.ensure(table)
-    wh.query(f"DELETE FROM {wh.ref(table)} WHERE {where.replace(chr(34), '`')}")
-    return load_parquet_glob(wh, table, pattern, "append")
+    if hasattr(wh, "load_files"):
+        return wh.load_files(table, files, "window", (column, lo, hi))
+    raise ValueError(f"cannot replace a window of {table} in {getattr(wh, 'target', wh)}: "
+                     "needs a local DuckDB file or BigQuery")
