@@ -39,3 +39,27 @@ def test_reject_future_step_for_streams():
     assert_that(out["dead"] | beam.Map(lambda d: (d.source, "ahead" in d.reason)),
                 equal_to([("click_stream", True)]), label="Dead")
     p.run().wait_until_finish()
+
+
+def test_publish_rebase_time_dead_letters_a_far_future_row(tmp_path):
+    from pipelines.publish import publish
+
+    class Done:
+        def result(self, timeout=None):
+            return "id"
+
+    class Publisher:
+        def __init__(self):
+            self.sent = []
+
+        def publish(self, topic, data, **attrs):
+            self.sent.append(attrs["event_time"])
+            return Done()
+
+    (tmp_path / "click_stream.csv").write_text(
+        "session_id,event_name,event_time,event_id,traffic_source,event_metadata\n"
+        f"{NOW}\n{FAR}\n")
+    pub = Publisher()
+    summary = publish(str(tmp_path), "projects/p/topics/t", rebase_time=True, publisher=pub,
+                      progress=False)
+    assert summary.published == 1 and summary.skipped_bad == 1 and len(pub.sent) == 1
