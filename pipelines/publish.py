@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from transforms.event_time import future_reason
 from transforms import records
 
 log = logging.getLogger(__name__)
@@ -253,11 +254,15 @@ def publish(input_path: str, topic: str, orders_topic: Optional[str] = None,
         log.warning("no transactions files under %s: nothing goes to %s", input_path, orders_topic)
 
     stats = ReadStats()
+    wall_us = int(time.time() * 1e6)
 
     def all_items():
         for kind, paths in ((CLICKS, click_files), (ORDERS, order_files)):
             for path in paths:
                 for t_us, ident, row in iter_rows(path, kind, stats):
+                    if future_reason(t_us, wall_us):  # SPEC §2: dead-lettered, not published
+                        stats.reject(kind, future_reason(t_us, wall_us), json.dumps(row))
+                        continue
                     yield t_us, ident, kind, row
 
     summary = PublishSummary()

@@ -29,33 +29,46 @@ from apache_beam.options.pipeline_options import (PipelineOptions, StandardOptio
 
 from pipelines.streaming_options import ShopstreamStreamingOptions
 from transforms import sinks, sources
-from transforms.sessionize import DEFAULT_VISIT_GAP
 
 log = logging.getLogger(__name__)
 
 
-def _engagement_and_rankings():
-    # Imported lazily so `shopstream --help` stays light.
-    from transforms.engagement import ProductEngagement
-    from transforms.rankings import RankWindows
-    from transforms.redis_sink import WriteRankingsToRedis
-    return ProductEngagement, RankWindows, WriteRankingsToRedis
+def sessionize_mode(opts: ShopstreamStreamingOptions, streaming: bool) -> str:
+    """The Sessionize implementation this run uses (``--sessionize``)."""
+    mode = opts.sessionize or "auto"
+    if mode == "auto":
+        return "stateful" if streaming else "buckets"
+    if mode == "buckets" and streaming:
+        raise ValueError("--sessionize=buckets needs a bounded replay (not --streaming "
+                         "or a subscription); use --sessionize=stateful")
+    return mode
+
+
+def _batch_table(batch):
+    return sinks.enriched_table(batch.enriched)
 
 
 def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[str, beam.PCollection]:
     """Add the shopstream graph to ``p``; returns the main PCollections (for tests)."""
+    from transforms.engagement import ProductEngagement
+    from transforms.event_time import RejectFuture
+    from transforms.orders import DedupOrders
+    from transforms.rankings import RankWindows, product_engagement_rows, top10_rows
+    from transforms.redis_sink import WriteRankingsToRedis
     from transforms.scoring import resolve_weights
-    from transforms.rankings import product_engagement_rows, top10_rows
-    from transforms.sessions import Sessionize, SessionizeBuckets
+    from transforms.sessions import STATEFUL, Sessionize, SessionizeBuckets
+    from transforms.slices import SlicedRankings
 
-    ProductEngagement, RankWindows, WriteRankingsToRedis = _engagement_and_rankings()
     live = bool(opts.subscription)
     streaming = p.options.view_as(StandardOptions).streaming or live
     if live == bool(opts.input):
         raise ValueError("give exactly one source: --input (replay) or --subscription (live)")
+    mode = sessionize_mode(opts, streaming)
+    stateful = mode == "stateful"
 
-    # ---- sources
+    # ---- sources (every file reader dead-letters events beyond --max-future itself)
     dead: List[beam.PCollection] = []
+    spill = None
     if live:
         dataflow = "Dataflow" in str(p.options.view_as(StandardOptions).runner or "")
         id_label = "event_id" if dataflow else None  # the DirectRunner rejects id_label
@@ -63,30 +76,47 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
         orders = (p | "ReadOrders" >> sources.ReadPubSubRecords(
             opts.orders_subscription, "transactions", "booking_id" if dataflow else None)
             if opts.orders_subscription else None)
-    elif streaming:
+        dead += [clicks["dead"]] + ([orders["dead"]] if orders is not None else [])
+        clicks = clicks["records"] | "ClicksMaxFuture" >> RejectFuture(
+            "click_stream", opts.max_future, sources.click_raw)
+        if orders is not None:
+            orders = orders["records"] | "OrdersMaxFuture" >> RejectFuture(
+                "transactions", opts.max_future)
+    elif stateful:
+        # Files in event-time order of nothing: the stateful graph sorts it out.
         clicks = p | "ReadClicks" >> sources.ReadTableFiles(
             _require(sources.find_table_files(opts.input, "click_stream"), "click_stream", opts.input),
-            "click_stream")
+            "click_stream", max_future=opts.max_future)
         order_files = sources.find_table_files(opts.input, "transactions")
-        orders = (p | "ReadOrders" >> sources.ReadTableFiles(order_files, "transactions")
-                  if order_files else None)
+        orders = (p | "ReadOrders" >> sources.ReadTableFiles(
+            order_files, "transactions", max_future=opts.max_future) if order_files else None)
     else:
         # Bounded replay: files read in byte ranges, clicks parsed straight into compact
-        # per-bucket session lists — one shuffle of a few thousand elements, and lists
+        # per-bucket session lists — one shuffle of a few thousand elements, and batches
         # of enriched events (not single events) from there on.
         spill = _spill_dir(p.options)
         clicks = p | "ReadClicks" >> sources.ReadTableChunks(
             _require(sources.find_table_files(opts.input, "click_stream"), "click_stream", opts.input),
-            "click_stream", buckets=sources.SESSION_BUCKETS, spill_dir=spill)
+            "click_stream", buckets=sources.SESSION_BUCKETS, spill_dir=spill,
+            max_future=opts.max_future)
         order_files = sources.find_table_files(opts.input, "transactions")
-        orders = (p | "ReadOrders" >> sources.ReadTableChunks(order_files, "transactions")
-                  if order_files else None)
-    dead.append(clicks["dead"])
-    if orders is not None:
-        dead.append(orders["dead"])
-        transactions = orders["records"]
-    else:
-        transactions = p | "NoOrders" >> beam.Create([])
+        orders = (p | "ReadOrders" >> sources.ReadTableChunks(
+            order_files, "transactions", max_future=opts.max_future) if order_files else None)
+    if not live:
+        dead += [clicks["dead"]] + ([orders["dead"]] if orders is not None else [])
+        clicks = clicks["records"]
+        orders = orders["records"] if orders is not None else None
+    for part in (clicks, orders):
+        if isinstance(part, dict):
+            dead.append(part["dead"])
+    if isinstance(clicks, dict):
+        clicks = clicks["records"]
+    if isinstance(orders, dict):
+        orders = orders["records"]
+
+    # ---- orders counted once (booking_id)
+    transactions = (orders | "DedupOrders" >> DedupOrders(opts.dedup_ttl, stateful=stateful)
+                    if orders is not None else p | "NoOrders" >> beam.Create([]))
 
     product_files = ([opts.products] if opts.products
                      else sources.find_table_files(opts.input, "product") if opts.input else [])
@@ -99,29 +129,34 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
         products = p | "NoProducts" >> beam.Create([])
     products_side = beam.pvalue.AsDict(products)
 
-    # ---- sessions
-    batched = not streaming  # replay: enriched is a PCollection of lists of events
-    if batched:
-        enriched = clicks["records"] | "Sessionize" >> SessionizeBuckets(
-            visit_gap=opts.visit_gap, lookback=opts.lookback)
-    else:
-        sessions = clicks["records"] | "Sessionize" >> Sessionize(
-            visit_gap=opts.visit_gap, lookback=opts.lookback, dedup_ttl=opts.dedup_ttl)
+    # ---- sessions: every mode emits SessionBatch elements
+    if stateful:
+        sessions = clicks | "Sessionize" >> Sessionize(
+            visit_gap=opts.visit_gap, lookback=opts.lookback, dedup_ttl=opts.dedup_ttl,
+            mode=STATEFUL)
         enriched = sessions["enriched"]
         dead.append(sessions["late"])  # late data for closed visits, with the reason
+    else:
+        enriched = clicks | "Sessionize" >> SessionizeBuckets(
+            visit_gap=opts.visit_gap, lookback=opts.lookback)
 
     # ---- engagement and rankings
     weights, weights_source = resolve_weights(opts.weights, opts.models)
     log.info("popularity weights from %s: %s", weights_source, weights)
-    # Sessionize emits an event once its dwell and inference are settled: up to
-    # (lookback + 1) visit gaps after its event time, so windows must accept that lateness.
-    lateness = int(max(3600, (max(1, opts.lookback) + 1) * opts.visit_gap))
-    engagement = (enriched, transactions) | "Engagement" >> ProductEngagement(
-        replay_tail=not streaming, batched=batched, allowed_lateness=lateness)
-    snapshots = engagement | "Rank" >> RankWindows(products_side, weights, top_n=opts.top_n)
+    if stateful:
+        # Sliced, sharded engagement; adds and purchases count the moment they arrive.
+        snapshots = (enriched, transactions) | "Rankings" >> SlicedRankings(
+            product_files, weights, top_n=opts.top_n, slice_seconds=opts.slice_seconds,
+            shards=opts.shards, refresh=opts.refresh, decay=live,
+            with_table=bool(opts.warehouse))
+    else:
+        engagement = (enriched, transactions) | "Engagement" >> ProductEngagement(
+            replay_tail=True, batched=True)
+        snapshots = engagement | "Rank" >> RankWindows(products_side, weights, top_n=opts.top_n)
     if opts.redis:
-        snapshots | "WriteRedis" >> WriteRankingsToRedis(opts.redis, top_n=opts.top_n,
-                                                         password_secret=opts.redis_secret)
+        snapshots | "WriteRedis" >> WriteRankingsToRedis(
+            opts.redis, top_n=max(10, opts.top_n), min_interval=opts.refresh if live else 0.0,
+            password_secret=opts.redis_secret)
 
     # ---- warehouse
     dead_all = dead | "FlattenDead" >> beam.Flatten()
@@ -129,7 +164,7 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
     if opts.warehouse:
         from transforms.warehouse import parse_target
 
-        stage = (f"{spill}/warehouse" if batched and parse_target(opts.warehouse)[0] == "duckdb"
+        stage = (f"{spill}/warehouse" if not stateful and parse_target(opts.warehouse)[0] == "duckdb"
                  else None)
 
         def rows_sink(table, **kw):
@@ -144,16 +179,13 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
                 return sinks.StageSnapshots(stage, table)
             return sinks.WriteSnapshots(opts.warehouse, table, opts.warehouse_refresh)
 
-        if batched:
-            failed = enriched | "WriteEnriched" >> rows_sink(
-                "events_enriched", batched=sinks.enriched_table, flush_rows=250_000)
-        else:
-            failed = (enriched | "EnrichedRows" >> beam.Map(sinks.enriched_row)
-                      | "WriteEnriched" >> rows_sink("events_enriched"))
+        failed = enriched | "WriteEnriched" >> rows_sink(
+            "events_enriched", batched=_batch_table, flush_rows=250_000)
         ((dead_all | "DeadRows" >> beam.Map(sinks.dead_row), failed)
          | "AllDeadRows" >> beam.Flatten()
          | "WriteDeadLetter" >> rows_sink("dead_letter"))
-        all_time = snapshots | "AllTime" >> beam.Filter(lambda s: s.horizon == "all")
+        all_time = snapshots | "AllTime" >> beam.Filter(
+            lambda s: s.horizon == "all" and s.engagements is not None)
         (all_time | "EngagementTable" >> beam.FlatMap(
             lambda s, prods, w: [product_engagement_rows(s, prods, w)], products_side, weights)
          | "WriteEngagement" >> snapshot_sink("product_engagement"))
@@ -161,9 +193,8 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
                       "top10_products_by_season_gender"):
             (all_time | f"Rows_{table}" >> beam.Map(top10_rows, table)
              | f"Write_{table}" >> snapshot_sink(table))
-    # In a bounded replay "enriched" holds lists of EnrichedEvents (see SessionizeBuckets).
     return {"enriched": enriched, "snapshots": snapshots, "dead": dead_all,
-            "transactions": transactions, "spill_dir": None if streaming else spill,
+            "transactions": transactions, "spill_dir": spill, "mode": mode,
             "staged": (f"{spill}/warehouse", staged) if staged else None}
 
 
@@ -190,8 +221,10 @@ def _require(paths: List[str], kind: str, root: str) -> List[str]:
 COUNTERS = (
     ("read", "click_stream_read"), ("valid", "valid"), ("duplicate", "duplicate"),
     ("dead_lettered", "click_stream_dead_lettered"), ("orders_read", "transactions_read"),
-    ("orders_dead_lettered", "transactions_dead_lettered"), ("inferred", "inferred"),
-    ("visits_closed", "visits_closed"), ("redis_writes", "redis_writes"),
+    ("duplicate_orders", "duplicate_orders"),
+    ("orders_dead_lettered", "transactions_dead_lettered"),
+    ("future_dead_lettered", "future_dead_lettered"), ("inferred", "inferred"),
+    ("visits_closed", "visits_closed"), ("late", "late"), ("redis_writes", "redis_writes"),
     ("redis_retries", "redis_retries"),
 )
 
@@ -212,33 +245,40 @@ def summarize(result) -> Dict[str, int]:
     return totals
 
 
+def option_names() -> List[str]:
+    """Every option ShopstreamStreamingOptions declares (its argparse dests): the CLI
+    passes them all to the pipeline, so an option added to the class needs nothing here."""
+    probe = argparse.ArgumentParser(add_help=False)
+    ShopstreamStreamingOptions._add_argparse_args(probe)
+    return sorted({a.dest for a in probe._actions if a.dest != "help"})
+
+
 def _pipeline_options(args, beam_args: List[str], streaming: bool) -> PipelineOptions:
     flags = list(beam_args)
     if not any(a.startswith("--runner") for a in flags):
         flags.append("--runner=DirectRunner")  # never let Beam try Prism (downloads, offline)
-    for name in ("input", "subscription", "orders_subscription", "products", "warehouse",
-                 "redis", "weights", "models"):
-        value = getattr(args, name, None)
-        if value:
-            flags.append(f"--{name}={value}")
-    for name in ("visit_gap", "lookback", "dedup_ttl", "top_n"):
-        flags.append(f"--{name}={getattr(args, name)}")
-    if streaming:
+    if streaming and "--streaming" not in flags:
         flags.append("--streaming")
-    elif "://" not in str(getattr(args, "input", "") or "") and not any(
-            a.startswith(("--direct_num_workers", "--direct_running_mode", "--runner="))
-            and not a.startswith("--runner=DirectRunner") for a in flags):
-        # A bounded replay on the DirectRunner (FnApiRunner): one worker process per core
-        # (up to 2) — measured 1.4x faster on 2 cores; the warehouse is staged as Parquet
-        # and loaded once after the run, so workers never share the DuckDB file.
-        # Local input only: worker processes do not inherit in-process client setup
-        # (e.g. a GCS endpoint configured by the caller), so gs:// replays stay in-process.
+    streaming = streaming or "--streaming" in flags
+    local = not any(a.startswith("--runner=") and not a.startswith("--runner=DirectRunner")
+                    for a in flags)
+    chosen = any(a.startswith(("--direct_num_workers", "--direct_running_mode")) for a in flags)
+    if local and not chosen:
         import os
 
         workers = min(2, os.cpu_count() or 1)
-        if workers > 1:
+        if streaming or "://" in str(getattr(args, "input", "") or "") or workers < 2:
+            # The streaming graph runs in this process: its DuckDB and Redis writers
+            # must share one process (DuckDB allows one), and worker processes would not
+            # inherit in-process client setup (e.g. a GCS endpoint set by the caller).
+            flags += ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+        else:
+            # A bounded replay: one worker process per core (up to 2) — measured 1.4x
+            # faster on 2 cores; the warehouse is staged as Parquet and loaded once after
+            # the run, so workers never share the DuckDB file.
             flags += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
-    opts = PipelineOptions(flags)
+    values = {k: getattr(args, k) for k in option_names() if getattr(args, k, None) is not None}
+    opts = PipelineOptions(flags, **values)
     opts.view_as(beam.options.pipeline_options.SetupOptions).save_main_session = False
     return opts
 
@@ -249,6 +289,7 @@ def run_pipeline(opts: PipelineOptions, wait: bool = True):
     spill = built.get("spill_dir")
     try:
         result = p.run()
+        result.sessionize_mode = built["mode"]
         if wait:
             result.wait_until_finish()
             if built.get("staged"):
@@ -265,17 +306,28 @@ def run_pipeline(opts: PipelineOptions, wait: bool = True):
 
 class _DropWorkerArgWarnings(logging.Filter):
     """Local worker processes do not import shopstream's options classes, so each logs
-    that it discards ``--warehouse=…`` and friends; that is expected, not a warning."""
+    that it discards ``--warehouse=…`` and friends; that is expected, not a warning.
+    Nor is the missing semi-persistent directory of a local worker."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Discarding unparseable args" not in record.getMessage()
+        msg = record.getMessage()
+        return ("Discarding unparseable args" not in msg
+                and "No semi_persistent_directory found" not in msg)
+
+
+def _quiet_local_workers() -> None:
+    for name in ("apache_beam.runners.portability.local_job_service",
+                 "apache_beam.runners.worker.sdk_worker_main", "apache_beam.options.pipeline_options"):
+        logging.getLogger(name).addFilter(_DropWorkerArgWarnings())
 
 
 def _replay(args) -> int:
     import os
 
-    logging.getLogger("apache_beam.runners.portability.local_job_service").addFilter(
-        _DropWorkerArgWarnings())
+    if not args.input:
+        print("shopstream replay: error: --input is required", file=sys.stderr)
+        return 2
+    _quiet_local_workers()
     if args.redis is None:
         args.redis = os.environ.get("REDIS_URL")
     opts = _pipeline_options(args, args.beam_args, streaming=False)
@@ -286,23 +338,30 @@ def _replay(args) -> int:
     totals = summarize(result)
     secs = time.time() - t0
     rate = totals.get("read", 0) / secs if secs else 0
-    print("replay done in %.1fs (%.0f events/s): %s" % (
-        secs, rate, " ".join(f"{k}={v}" for k, v in totals.items())))
+    print("replay done in %.1fs (%.0f events/s): sessionize=%s %s" % (
+        secs, rate, result.sessionize_mode, " ".join(f"{k}={v}" for k, v in totals.items())))
     return 0
 
 
 def _stream(args) -> int:
+    if not args.subscription:
+        print("shopstream stream: error: --subscription is required", file=sys.stderr)
+        return 2
     opts = _pipeline_options(args, args.beam_args, streaming=True)
     result = run_pipeline(opts, wait=False)
     runner = opts.view_as(StandardOptions).runner or ""
     if "Dataflow" in runner:
-        print(f"launched Dataflow job {getattr(result, 'job_id', lambda: '?')()}")
+        print(f"launched Dataflow job {getattr(result, 'job_id', lambda: '?')()} "
+              f"(sessionize={result.sessionize_mode})")
         return 0
-    print("streaming from Pub/Sub; Ctrl-C to stop", file=sys.stderr)
+    print(f"streaming from Pub/Sub (sessionize={result.sessionize_mode}); Ctrl-C to stop",
+          file=sys.stderr)
     try:
         result.wait_until_finish()
     except KeyboardInterrupt:
         result.cancel()
+    print("stream stopped: sessionize=%s %s" % (result.sessionize_mode, " ".join(
+        f"{k}={v}" for k, v in summarize(result).items())))
     return 0
 
 
@@ -311,44 +370,25 @@ def _redact(url: str) -> str:
     return redact_url(url)
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--warehouse", default=None,
-                   help="DuckDB file path or bq://PROJECT.DATASET (default: no warehouse)")
-    p.add_argument("--redis", default=None,
-                   help="Redis URL (redis:// or rediss://; default $REDIS_URL; none → no Redis)")
-    p.add_argument("--products", default=None, help="product table file (CSV, local or gs://)")
-    p.add_argument("--weights", default=None, help="popularity weights JSON (SPEC §4)")
-    p.add_argument("--models", default=None, help="models folder with popularity/LATEST")
-    p.add_argument("--visit-gap", dest="visit_gap", type=float, default=float(DEFAULT_VISIT_GAP),
-                   help=f"seconds of inactivity that end a visit (default {DEFAULT_VISIT_GAP})")
-    p.add_argument("--lookback", type=int, default=3,
-                   help="events walked back from an ADD_TO_CART to infer product ids (default 3)")
-    p.add_argument("--dedup-ttl", dest="dedup_ttl", type=float, default=3600.0,
-                   help="event-time seconds a seen event id is remembered (default 3600)")
-    p.add_argument("--top-n", dest="top_n", type=int, default=50,
-                   help="members kept per Redis ranking (default 50)")
-    p.set_defaults(accepts_beam_args=True)
-
-
 def register(subparsers, name: str) -> None:
+    """The ``replay`` / ``stream`` parsers, built from ShopstreamStreamingOptions (every
+    option declared there appears here, with its help text)."""
     if name == "replay":
         p = subparsers.add_parser(
             "replay", help="run the streaming pipeline over historical files",
             description="Replay click_stream and transactions files (local or gs://, CSV or "
-                        "JSONL) through the streaming pipeline's transforms. Extra arguments "
-                        "are Beam pipeline options (--runner, --project, ...).")
-        p.add_argument("--input", required=True, help="folder or gs:// URL with the tables")
-        _add_common(p)
+                        "JSONL) through the streaming pipeline's transforms: --input is "
+                        "required. With --streaming it runs the live graph itself (stateful "
+                        "Sessionize, sliced engagement) on the files. Extra arguments are "
+                        "Beam pipeline options (--runner, --project, ...).")
         p.set_defaults(func=_replay)
     else:
         p = subparsers.add_parser(
             "stream", help="run the streaming pipeline live from Pub/Sub",
             description="Read click events (and orders) from Pub/Sub subscriptions, JSON "
-                        "messages with an event_time attribute. Extra arguments are Beam "
-                        "pipeline options (--runner=DataflowRunner, --project, ...).")
-        p.add_argument("--subscription", required=True,
-                       help="projects/P/subscriptions/S with click events")
-        p.add_argument("--orders-subscription", dest="orders_subscription", default=None,
-                       help="projects/P/subscriptions/S with transactions")
-        _add_common(p)
+                        "messages with an event_time attribute: --subscription is required. "
+                        "Extra arguments are Beam pipeline options "
+                        "(--runner=DataflowRunner, --project, ...).")
         p.set_defaults(func=_stream)
+    ShopstreamStreamingOptions._add_argparse_args(p)
+    p.set_defaults(accepts_beam_args=True)

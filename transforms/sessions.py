@@ -65,8 +65,9 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.records import ClickEvent, DeadLetter, dead_letter, format_time_us
 from transforms.sessionize import (DEFAULT_DEDUP_TTL, DEFAULT_INFERABLE, DEFAULT_LOOKBACK,
-                                   DEFAULT_VISIT_GAP, EnrichedEvent, SessionCtx, advance,
-                                   drop_duplicates, enrich_session, gap_us, sort_key)
+                                   DEFAULT_VISIT_GAP, SessionBatch, SessionCtx,
+                                   accepted_adds, advance, drop_duplicates, enrich_session,
+                                   gap_us, sort_key)
 
 ENRICHED = "enriched"
 DUPLICATES = "duplicates"
@@ -109,12 +110,12 @@ class _Counters:
         self.visits_closed = Metrics.counter(METRICS_NAMESPACE, "visits_closed")
         self.late = Metrics.counter(METRICS_NAMESPACE, "late")
 
-    def outputs(self, enriched, duplicates, late, visits_closed):
-        """Count and yield the outputs of one step (timestamped at event time)."""
-        inferred = 0
-        for e in enriched:
-            inferred += e.product_id_inferred
-            yield window.TimestampedValue(e, Timestamp(micros=e.event_time_us))
+    def outputs(self, enriched, duplicates, late, visits_closed, adds=()):
+        """Count and yield the outputs of one step: one :class:`SessionBatch` (when it
+        holds anything), duplicates and late dead letters at their event time."""
+        inferred = sum(e.product_id_inferred for e in enriched)
+        if enriched or adds:
+            yield SessionBatch(tuple(enriched), tuple(adds))
         if enriched:
             self.valid.inc(len(enriched))
         if inferred:
@@ -240,7 +241,7 @@ class SessionizeFn(beam.DoFn):
                 state.add((1, tuple(new_ctx)))
         self._remember(key, tuple(wanted))
         return self._counters.outputs(res.enriched, res.duplicates, res.late,
-                                      res.visits_closed)
+                                      res.visits_closed, res.adds)
 
 
 class EnrichSessionFn(beam.DoFn):
@@ -260,7 +261,8 @@ class EnrichSessionFn(beam.DoFn):
         unique, duplicates = drop_duplicates(events)
         enriched = enrich_session(unique, self.visit_gap, self.lookback, self.inferable)
         visits = 1 + sum(1 for a, b in zip(unique, unique[1:]) if b[3] - a[3] > self._g)
-        return self._counters.outputs(enriched, duplicates, (), visits if unique else 0)
+        return self._counters.outputs(enriched, duplicates, (), visits if unique else 0,
+                                      accepted_adds(unique))
 
 
 class EnrichBucketFn(beam.DoFn):
@@ -294,7 +296,7 @@ class EnrichBucketFn(beam.DoFn):
                 else:
                     have.extend(events)
         c = self._counters
-        g, out = self._g, []
+        g, out, adds = self._g, [], []
         valid = inferred = visits = duplicates = 0
         for sid in sorted(sessions):
             events = sorted([(sid,) + e for e in sessions.pop(sid)], key=sort_key)
@@ -306,11 +308,12 @@ class EnrichBucketFn(beam.DoFn):
             if unique:
                 visits += 1 + sum(1 for a, b in zip(unique, unique[1:]) if b[3] - a[3] > g)
             out.extend(enriched)
+            adds.extend(accepted_adds(unique))
             if len(out) >= self.batch:
-                yield out
-                out = []
+                yield SessionBatch(tuple(out), tuple(adds))
+                out, adds = [], []
         if out:
-            yield out
+            yield SessionBatch(tuple(out), tuple(adds))
         for counter, n in ((c.valid, valid), (c.inferred, inferred),
                            (c.visits_closed, visits), (c.duplicate, duplicates)):
             if n:
@@ -394,7 +397,7 @@ class Sessionize(beam.PTransform):
                        | "EnrichSessions" >> beam.ParDo(EnrichSessionFn(
                            self.visit_gap, self.lookback, self.inferable)
                        ).with_outputs(DUPLICATES, LATE, main=ENRICHED))
-        results[ENRICHED].element_type = EnrichedEvent
+        results[ENRICHED].element_type = SessionBatch
         results[DUPLICATES].element_type = ClickEvent
         results[LATE].element_type = DeadLetter
         return {ENRICHED: results[ENRICHED], DUPLICATES: results[DUPLICATES],

@@ -15,6 +15,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 
 from transforms import records
+from transforms.event_time import DEFAULT_MAX_FUTURE, future_reason, now_us
 
 DEAD = "dead"
 #: How many lines one parse call handles; csv.reader over a batch is ~2× faster per line.
@@ -109,8 +110,24 @@ def _parse_transaction_fields(kind, fields):
     return base._replace(lines=tuple(records.BookingLine(*i) for i in items))
 
 
-def parse_lines(kind: str, fmt: str, lines: List[str], meta_cache: Optional[dict] = None):
-    """Lines of one table → records, or DeadLetters (raw line and reason) for bad lines."""
+def parse_lines(kind: str, fmt: str, lines: List[str], meta_cache: Optional[dict] = None,
+                max_future: Optional[float] = None):
+    """Lines of one table → records, or DeadLetters (raw line and reason) for bad lines
+    and, with ``max_future`` (click events and orders), for records stamped more than
+    that many seconds ahead of the wall clock (see :mod:`transforms.event_time`)."""
+    if max_future is not None and kind in ("click_stream", "transactions"):
+        wall = now_us()
+        limit = wall + int(float(max_future) * 1_000_000)
+        for line, rec in zip(lines, _parse_lines(kind, fmt, lines, meta_cache)):
+            if not isinstance(rec, records.DeadLetter) and event_time_us(rec) > limit:
+                rec = records.dead_letter(kind, line, future_reason(
+                    event_time_us(rec), wall, max_future))
+            yield rec
+        return
+    yield from _parse_lines(kind, fmt, lines, meta_cache)
+
+
+def _parse_lines(kind: str, fmt: str, lines: List[str], meta_cache: Optional[dict] = None):
     parse_fields = records.parse_fields
     if meta_cache is not None and kind == "click_stream":
         parse_fields = _click_parser(meta_cache)
@@ -137,8 +154,10 @@ def parse_lines(kind: str, fmt: str, lines: List[str], meta_cache: Optional[dict
 class ParseLines(beam.DoFn):
     """Lines (batched) → records with event-time timestamps; bad lines → ``dead``."""
 
-    def __init__(self, kind: str, fmt: str, timestamped: bool = True):
+    def __init__(self, kind: str, fmt: str, timestamped: bool = True,
+                 max_future: float = DEFAULT_MAX_FUTURE):
         self.kind, self.fmt, self.timestamped = kind, fmt, timestamped
+        self.max_future = max_future
         self.read = Metrics.counter("shopstream", f"{kind}_read")
         self.valid = Metrics.counter("shopstream", f"{kind}_valid")
         self.dead = Metrics.counter("shopstream", f"{kind}_dead_lettered")
@@ -146,7 +165,7 @@ class ParseLines(beam.DoFn):
     def process(self, lines: List[str]):
         self.read.inc(len(lines))
         good = bad = 0
-        for rec in parse_lines(self.kind, self.fmt, lines):
+        for rec in parse_lines(self.kind, self.fmt, lines, max_future=self.max_future):
             if isinstance(rec, records.DeadLetter):
                 bad += 1
                 yield beam.pvalue.TaggedOutput(DEAD, rec)
@@ -183,9 +202,11 @@ class ParseMessages(beam.DoFn):
 class ReadTableFiles(beam.PTransform):
     """Read one Fashion Campus table from files; returns {"records", "dead"}."""
 
-    def __init__(self, paths: Iterable[str], kind: str, timestamped: bool = True):
+    def __init__(self, paths: Iterable[str], kind: str, timestamped: bool = True,
+                 max_future: float = DEFAULT_MAX_FUTURE):
         super().__init__()
         self.paths, self.kind, self.timestamped = list(paths), kind, timestamped
+        self.max_future = max_future
 
     def expand(self, pbegin):
         parsed_records, dead = [], []
@@ -198,7 +219,7 @@ class ReadTableFiles(beam.PTransform):
                      | f"Batch{i}" >> beam.BatchElements(min_batch_size=PARSE_BATCH,
                                                          max_batch_size=PARSE_BATCH))
             out = lines | f"Parse{i}" >> beam.ParDo(
-                ParseLines(self.kind, fmt, self.timestamped)).with_outputs(DEAD, main="records")
+                ParseLines(self.kind, fmt, self.timestamped, self.max_future)).with_outputs(DEAD, main="records")
             parsed_records.append(out.records)
             dead.append(out[DEAD])
         return {
@@ -312,8 +333,10 @@ class ParseChunks(beam.DoFn):
     :class:`ParseLines`."""
 
     def __init__(self, kind: str, buckets: int = 0, timestamped: bool = True,
-                 spill_dir: Optional[str] = None, sizes: Optional[dict] = None):
+                 spill_dir: Optional[str] = None, sizes: Optional[dict] = None,
+                 max_future: float = DEFAULT_MAX_FUTURE):
         self.kind, self.buckets, self.timestamped = kind, buckets, timestamped
+        self.max_future = max_future
         self.spill_dir = spill_dir
         self.sizes = sizes or {}  # path → bytes, for the progress lines
         self.meta_cache: dict = {}
@@ -332,7 +355,8 @@ class ParseChunks(beam.DoFn):
         shared: dict = {}
         bucket_of: dict = {}
         for i in range(0, len(lines), PARSE_BATCH):
-            for rec in parse_lines(self.kind, fmt, lines[i:i + PARSE_BATCH], self.meta_cache):
+            for rec in parse_lines(self.kind, fmt, lines[i:i + PARSE_BATCH], self.meta_cache,
+                                   self.max_future):
                 if isinstance(rec, records.DeadLetter):
                     bad += 1
                     yield beam.pvalue.TaggedOutput(DEAD, rec)
@@ -396,10 +420,12 @@ class ReadTableChunks(beam.PTransform):
     deletes the folder after the run: :func:`delete_spill`)."""
 
     def __init__(self, paths: Iterable[str], kind: str, buckets: int = 0,
-                 chunk_bytes: int = CHUNK_BYTES, spill_dir: Optional[str] = None):
+                 chunk_bytes: int = CHUNK_BYTES, spill_dir: Optional[str] = None,
+                 max_future: float = DEFAULT_MAX_FUTURE):
         super().__init__()
         self.paths, self.kind, self.buckets = list(paths), kind, buckets
         self.chunk_bytes, self.spill_dir = chunk_bytes, spill_dir
+        self.max_future = max_future
 
     def expand(self, pbegin):
         if not self.paths:
@@ -412,7 +438,8 @@ class ReadTableChunks(beam.PTransform):
         out = (pbegin
                | "Splits" >> beam.Create(splits)  # reshuffled: spread over workers
                | "Parse" >> beam.ParDo(ParseChunks(
-                   self.kind, self.buckets, spill_dir=self.spill_dir, sizes=sizes)).with_outputs(
+                   self.kind, self.buckets, spill_dir=self.spill_dir, sizes=sizes,
+                   max_future=self.max_future)).with_outputs(
                    DEAD, main="records"))
         return {"records": out.records, "dead": out[DEAD]}
 
@@ -439,3 +466,10 @@ def delete_spill(spill_dir: str) -> None:
     except Exception as exc:  # noqa: BLE001 - leftovers are only disk space
         import logging
         logging.getLogger(__name__).warning("could not delete %s: %s", spill_dir, exc)
+
+
+def click_raw(rec) -> str:
+    """A parsed click event as the Fashion Campus JSON record (dead-letter ``raw``)."""
+    from transforms.sessions import event_to_json
+
+    return event_to_json(rec)
