@@ -30,11 +30,11 @@ from transforms.simulator.world import (
 #: (log scale, rises only); sessions this month that ended with a cart left behind;
 #: the latent engagement (negative: engaged customers stay); and a per-customer frailty.
 HAZARD_WEIGHTS = MappingProxyType({
-    "recency": 0.6, "failed_payments": 0.8, "promo_share": 2.5, "shipment_fee": 1.2,
-    "visit_drop": 1.5, "abandoned_sessions": 0.3, "engagement": -0.25, "frailty": 1.0,
+    "recency": 0.2, "failed_payments": 1.2, "promo_share": 4.5, "shipment_fee": 2.0,
+    "visit_drop": 0.8, "abandoned_sessions": 0.3, "engagement": -0.25, "frailty": 1.0,
 })
-HAZARD_OFFSET = -1.1
-FRAILTY_SD = 0.45
+HAZARD_OFFSET = -0.9
+FRAILTY_SD = 0.3
 VISIT_PHI = 0.8                 # month-to-month persistence of the log visit multiplier
 VISIT_SD = 0.4                  # its monthly innovation
 VISIT_VAR = VISIT_SD ** 2 / (1 - VISIT_PHI ** 2)   # its stationary variance
@@ -275,9 +275,9 @@ def simulate_customer(cid: int, world: World, clicks: list, transactions: list,
     hazards: list = []
     churn_date = ""
     if is_buyer:
-        relative_rate = math.exp(0.7 * rng.gauss(0.0, 1.0) + 0.3 * engagement)
+        relative_rate = math.exp(0.5 * rng.gauss(0.0, 1.0) + 0.2 * engagement)
         base = k.sessions_per_month * relative_rate
-        decay = rng.uniform(0.0, 1.2)
+        decay = rng.uniform(0.0, 0.6)
         frailty = rng.gauss(0.0, FRAILTY_SD)
         churn_day = _buyer_life(rng, world, shopper, act, base, decay, engagement, frailty,
                                 clicks, transactions, counts, lines, months_out, hazards)
