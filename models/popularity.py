@@ -12,10 +12,9 @@ Training (``shopstream train popularity``):
   ranked together). Tree splits and gain importances do not change under a monotone
   rescaling of a feature (x / max of the whole set is one), so the regressor is fitted
   on the raw per-period values and its importances apply unchanged to the scaled
-  features. (Scaling per *period* instead — dividing by each period's max — is not a
-  global monotone map: it made the fit worse than the naive baseline in our
-  measurements, because one noisy product sets each period's max.) The weighted-score
-  metric below does use the scorer's per-set scaling;
+  features (scaling per *period* instead is not a global monotone map: one noisy
+  product would set each period's max). The weighted-score metric below does use the
+  scorer's per-set scaling;
 * time split: the latest ``eval_fraction`` of the labelled periods are evaluated, the
   model is fitted on periods whose label period ends before them;
 * an XGBRegressor; its importances (``gain`` by default) normalised to sum 1 are the

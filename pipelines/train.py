@@ -115,7 +115,7 @@ def churn_table(m) -> str:
         v = m.get(key)
         return f"{v:8.4f}" if v is not None else "       -"
 
-    lines = [f"  {'':40}{'ROC-AUC':>8} {'PR-AUC':>8} {'Brier':>8}   (rows)"]
+    lines = [f"  {'':46}{'ROC-AUC':>8} {'PR-AUC':>8} {'Brier':>8}   (rows)"]
     for part, label in (("", "all customers"), ("_recent_buyers", "recent buyers (<= 92 d)")):
         rows = m.get("eval_rows" + part)
         for name, prefix in (("model", ""), ("recency baseline", "baseline_recency_"),
@@ -123,7 +123,7 @@ def churn_table(m) -> str:
             if m.get(f"{prefix}roc_auc{part}") is None:
                 continue
             suffix = f"   ({rows:,.0f})" if rows else ""
-            lines.append(f"  {label + ' ' + name:<40}{cell(prefix + 'roc_auc' + part)} "
+            lines.append(f"  {label + ' ' + name:<46}{cell(prefix + 'roc_auc' + part)} "
                          f"{cell(prefix + 'pr_auc' + part)} {cell(prefix + 'brier' + part)}"
                          + suffix)
     return "\n".join(lines)
