@@ -23,6 +23,13 @@ Definitions (all times UTC; "end of M" = the first instant of month M+1, exclusi
 * extras: cumulative and 3-month frequency/monetary/sessions, failed bookings, active
   months, months since the first purchase, mean days between purchases, days since the
   last session, average order value, customer age.
+* drivers beyond recency (the simulator's hazard mix, and what a retention team looks
+  at): the share of bookings that used a promo (ever / last 3 months), failed payments
+  over 3 months and their share of bookings, the mean shipment fee of the last 3
+  months' bookings, month-over-month changes (this month minus the previous one) of
+  sessions, spend and failed payments, 3-month vs the 3 months before for bookings and
+  sessions, the purchase rate per month since the first purchase and the purchases that
+  rate would have made during the current gap (recency × rate).
 * churned — 1 if no successful purchase in months M+1..M+3, else 0; NULL where the last
   day of M+3 is after ``as_of``.
 """
@@ -47,6 +54,8 @@ class Booking(NamedTuple):
     booking_id: str
     success: bool
     total_amount: int
+    promo: bool = False          # a promo code or amount was applied
+    shipment_fee: int = 0
 
 
 class SessionStat(NamedTuple):
@@ -127,10 +136,12 @@ def churn_rows(customer_id: int, bookings: Iterable[Booking], sessions: Iterable
     seen = set()
     succ: List[Tuple[int, int]] = []     # (time, total) of successful bookings, deduped
     failed: List[int] = []
+    every: List[Booking] = []            # all deduped bookings, in time order
     for b in sorted(bookings):
         if b.created_at_us >= end_all or b.booking_id in seen:
             continue
         seen.add(b.booking_id)
+        every.append(b)
         if b.success:
             succ.append((b.created_at_us, int(b.total_amount or 0)))
         else:
@@ -154,6 +165,11 @@ def churn_rows(customer_id: int, bookings: Iterable[Booking], sessions: Iterable
         sess_prefix.append(sess_prefix[-1] + s.active_seconds)
         events_prefix.append(events_prefix[-1] + s.n_events)
     failed.sort()
+    every_t = [b.created_at_us for b in every]
+    promo_prefix, fee_prefix = [0], [0]
+    for b in every:
+        promo_prefix.append(promo_prefix[-1] + int(b.promo))
+        fee_prefix.append(fee_prefix[-1] + b.shipment_fee)
     purchase_months = sorted({month_start(us_to_date(t)) for t in succ_t})
     join = first_join_date
     first_purchase_date = us_to_date(succ_t[0])
@@ -171,21 +187,37 @@ def churn_rows(customer_id: int, bookings: Iterable[Booking], sessions: Iterable
         i_end = count_before(succ_t, end_us)          # purchases before end of M
         i_start = count_before(succ_t, start_us)
         i_start3 = count_before(succ_t, start3_us)
+        prev_us = date_to_us(add_months(m, -1))
+        start6_us = date_to_us(add_months(m, -5))
+        i_prev = count_before(succ_t, prev_us)
+        i_start6 = count_before(succ_t, start6_us)
+        k_end = count_before(every_t, end_us)
+        k_start3 = count_before(every_t, start3_us)
+        n_book_3m = k_end - k_start3
         last_t = succ_t[i_end - 1]                    # exists: m >= first purchase month
         j_end = count_before(sess_end, end_us)
         j_start = count_before(sess_end, start_us)
         j_start3 = count_before(sess_end, start3_us)
+        j_prev = count_before(sess_end, prev_us)
+        j_start6 = count_before(sess_end, start6_us)
         n_sess = j_end - j_start
         freq_total = i_end
         gaps = (succ_t[i_end - 1] - succ_t[0]) / US_PER_DAY / (i_end - 1) if i_end > 1 else None
         active_months = bisect.bisect_right(purchase_months, m)
         month_end_date = add_months(m, 1)
+        recency = (end_us - last_t) / US_PER_DAY
+        months_since_first = _months_between(first_month, m)
+        rate = freq_total / (months_since_first + 1)
+        failed_m = count_before(failed, end_us) - count_before(failed, start_us)
+        failed_prev = count_before(failed, start_us) - count_before(failed, prev_us)
+        failed_3m = count_before(failed, end_us) - count_before(failed, start3_us)
+        monetary_m = prefix[i_end] - prefix[i_start]
         row = {
             "customer_id": customer_id,
             "month": m,
-            "recency_days": (end_us - last_t) / US_PER_DAY,
+            "recency_days": recency,
             "frequency": i_end - i_start,
-            "monetary": prefix[i_end] - prefix[i_start],
+            "monetary": monetary_m,
             "session_count": n_sess,
             "avg_session_minutes": ((sess_prefix[j_end] - sess_prefix[j_start]) / n_sess / 60.0
                                     if n_sess else None),
@@ -199,15 +231,29 @@ def churn_rows(customer_id: int, bookings: Iterable[Booking], sessions: Iterable
             "frequency_3m": i_end - i_start3,
             "monetary_3m": prefix[i_end] - prefix[i_start3],
             "session_count_3m": j_end - j_start3,
-            "failed_bookings": count_before(failed, end_us) - count_before(failed, start_us),
+            "failed_bookings": failed_m,
             "active_months": active_months,
-            "months_since_first_purchase": _months_between(first_month, m),
+            "months_since_first_purchase": months_since_first,
             "avg_interpurchase_days": gaps,
             "recency_ratio": ((end_us - last_t) / US_PER_DAY / gaps if gaps else None),
             "days_since_last_session": ((end_us - sess_end[j_end - 1]) / US_PER_DAY
                                         if j_end else None),
             "avg_order_value": prefix[i_end] / freq_total,
             "customer_age": _age(birthdate, month_last_day(m)),
+            "promo_share": promo_prefix[k_end] / k_end if k_end else None,
+            "promo_share_3m": ((promo_prefix[k_end] - promo_prefix[k_start3]) / n_book_3m
+                               if n_book_3m else None),
+            "failed_bookings_3m": failed_3m,
+            "failed_share_3m": failed_3m / n_book_3m if n_book_3m else None,
+            "avg_shipment_fee_3m": ((fee_prefix[k_end] - fee_prefix[k_start3]) / n_book_3m
+                                    if n_book_3m else None),
+            "session_count_mom": n_sess - (j_start - j_prev),
+            "monetary_mom": monetary_m - (prefix[i_start] - prefix[i_prev]),
+            "failed_bookings_mom": failed_m - failed_prev,
+            "frequency_trend_3m": (i_end - i_start3) - (i_start3 - i_start6),
+            "session_trend_3m": (j_end - j_start3) - (j_start3 - j_start6),
+            "purchase_rate": rate,
+            "expected_missed_purchases": recency / 30.0 * rate,
             "churned": None,
             "as_of": as_of,
         }
@@ -235,7 +281,8 @@ def transaction_rank(txn) -> tuple:
 
 def booking_of(txn) -> Booking:
     return Booking(txn.created_at_us, txn.booking_id, txn.payment_status == "Success",
-                   txn.total_amount)
+                   txn.total_amount, bool(txn.promo_code or (txn.promo_amount or 0) > 0),
+                   int(txn.shipment_fee or 0))
 
 
 def session_owner(customer_ids: Iterable[int]) -> Optional[int]:

@@ -3,22 +3,26 @@
 Training (``shopstream train churn``):
 
 * rows: the labelled months of ``churn_features`` (churned not NULL); features are the
-  numeric columns except customer_id, month, churned and the label helper as_of;
+  columns of ``FEATURES`` present in the table (rates, shares, trends: never ids or the
+  label);
 * time split, never random: the last ``eval_months`` labelled months are the evaluation
-  slice; the labelled months that end ``gap_months`` (default: the 3-month label
-  horizon) before it are split again in time into a fitting slice and a calibration
-  slice (the latest ``calib_fraction`` of them; ``calib_gap_months`` between the two,
-  default 0). So no label used for training looks at months the evaluation scores: the
-  evaluation is what a model trained at the start of the evaluation slice would have
-  scored. On short data the gap shrinks (``gap_months`` in metadata says what was used);
-* a RandomForestClassifier fitted on the fitting slice, its probabilities calibrated
-  (Platt/sigmoid by default) on the calibration slice with CalibratedClassifierCV over
-  the frozen forest;
-* metrics on the evaluation slice: ROC-AUC, PR-AUC (average precision), Brier, log-loss,
-  and the ROC-AUC of a recency-only baseline (score = recency_days) on the same rows;
-  permutation importance (ROC-AUC drop) on the evaluation slice;
+  slice; the forest learns from the labelled months that end ``gap_months`` (default 2)
+  before it. A row of month E is scored at the end of E, when the labels of months up to
+  E-3 are complete (their horizon ends with E), so two months between the slices is
+  what a model trained at the start of the evaluation could have known; on short data
+  the gap shrinks (``gap_months`` in metadata says what was used);
+* the forest (monotone in the features of ``MONOTONE``) is calibrated (Platt/sigmoid by
+  default) on cross-validated predictions over those months (``calibrate_on="pool"``), or
+  fitted on the earlier part and calibrated on the latest ``calib_fraction`` of them
+  (``calibrate_on="slice"``);
+* metrics on the evaluation slice, overall and for recent buyers (a purchase in the last
+  ``RECENT_DAYS``): ROC-AUC, PR-AUC, Brier of the model; the same for the recency
+  baseline (score = recency_days, the floor) and, given the ground truth of generated
+  data, for the oracle (the true probability of the label, the ceiling); the model's
+  calibration curve and everyone's cumulative gains; permutation importance (ROC-AUC
+  drop) — all of them rows of ``model_metrics``;
 * the artifact ``{models}/churn/{version}/model.joblib`` + ``metadata.json``, ``LATEST``
-  updated last; metrics rows into ``model_metrics``.
+  updated last.
 
 Quarterly retraining: training is a no-op while the current model is younger than a
 quarter — its labelled data ends less than 3 months before the newest labelled month
@@ -35,6 +39,7 @@ import logging
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
+from types import MappingProxyType
 
 from models import artifacts
 
@@ -43,17 +48,34 @@ log = logging.getLogger(__name__)
 MODEL = "churn"
 MODEL_FILE = "model.joblib"
 #: Feature columns in their preferred order (those present in the table are used).
+#: Levels that grow with the calendar (frequency_total, monetary_total, tenure_days,
+#: active_months) stay in the table but are not features: the evaluation slice is later
+#: than the training slice, so a tree would meet values it never saw; rates, shares and
+#: trends carry the same information and keep their meaning over time.
 FEATURES = (
-    "recency_days", "frequency", "monetary", "session_count", "avg_session_minutes",
-    "avg_session_events", "avg_session_minutes_3m", "recency_ratio", "tenure_days", "frequency_total", "monetary_total", "frequency_3m", "monetary_3m",
-    "session_count_3m", "failed_bookings", "active_months", "months_since_first_purchase",
-    "avg_interpurchase_days", "days_since_last_session", "avg_order_value", "customer_age",
+    "recency_days", "recency_ratio", "days_since_last_session", "purchase_rate",
+    "expected_missed_purchases", "months_since_first_purchase", "frequency", "monetary",
+    "frequency_3m",
+    "frequency_trend_3m", "monetary_3m", "monetary_mom", "session_count",
+    "session_count_3m", "session_count_mom", "session_trend_3m", "avg_session_minutes",
+    "avg_session_events", "failed_bookings", "failed_bookings_3m", "failed_share_3m",
+    "failed_bookings_mom", "promo_share", "promo_share_3m", "avg_shipment_fee_3m",
 )
 #: Never features: identifiers, the label and label helpers.
 EXCLUDED = frozenset({"customer_id", "month", "churned", "as_of"})
 REQUIRED = ("recency_days", "frequency", "monetary", "session_count", "avg_session_minutes")
 MISSING = -1.0                  # NULL features (no sessions, unknown age) become this
 RECENT_DAYS = 92               # "recent buyers": a successful purchase in the last ~3 months
+SCORERS = ("model", "baseline_recency", "oracle")   # the model, the floor, the ceiling
+CURVE_BINS = 10                # calibration bins and gains deciles
+#: Features whose effect on churn has a known direction (+1 more churn, -1 less): the
+#: forest is constrained to it, which keeps it sane on the few labelled months a short
+#: history offers and where the later slice holds values the earlier one never had.
+MONOTONE = MappingProxyType({
+    "recency_days": 1, "recency_ratio": 1, "days_since_last_session": 1,
+    "expected_missed_purchases": 1, "failed_bookings_3m": 1, "failed_share_3m": 1,
+    "purchase_rate": -1, "frequency_3m": -1,
+})
 QUARTER_MONTHS = 3
 QUARTER_DAYS = 91
 
@@ -157,18 +179,95 @@ def positive_proba(model, X: np.ndarray) -> np.ndarray:
     return proba[:, classes.index(1)] if 1 in classes else np.zeros(len(X))
 
 
-def train(table, *, eval_months: int = 3, gap_months: int = 3, calib_fraction: float = 0.25,
+def read_oracle(path: str) -> Dict[Tuple[int, dt.date], float]:
+    """(customer_id, month) → p_churn_3m from a generated data set's ground truth
+    (``ground_truth/customer_months.csv``, or the folder holding it)."""
+    import csv
+    import os
+
+    if os.path.isdir(path):
+        path = os.path.join(path, "customer_months.csv")
+    with open(path, newline="", encoding="utf-8") as fh:
+        try:
+            return {(int(r["customer_id"]), dt.date.fromisoformat(r["month"])):
+                    float(r["p_churn_3m"]) for r in csv.DictReader(fh)}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path} is not a ground-truth customer_months.csv "
+                             f"(customer_id, month, p_churn_3m): {exc}") from exc
+
+
+def oracle_scores(oracle: Mapping[Tuple[int, dt.date], float], customer_ids: Sequence,
+                  months: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The oracle's score of each row in ``index`` (NaN where the ground truth has none)."""
+    return np.array([oracle.get((int(customer_ids[i]), months[i]), np.nan) for i in index],
+                    dtype=np.float64)
+
+
+def evaluate(y: np.ndarray, scores: Mapping[str, np.ndarray],
+             recent: np.ndarray) -> Dict[str, float]:
+    """ROC-AUC and PR-AUC of every scorer (Brier of the probabilities: model, oracle),
+    overall and for recent buyers. Names: ``roc_auc`` for the model,
+    ``baseline_recency_roc_auc``, ``oracle_roc_auc``; ``..._recent_buyers``."""
+    from sklearn.metrics import average_precision_score, brier_score_loss
+
+    out: Dict[str, float] = {}
+    for part, mask in (("", np.ones(len(y), dtype=bool)), ("_recent_buyers", recent)):
+        yy = y[mask]
+        if part:
+            out["eval_rows_recent_buyers"] = float(mask.sum())
+            if len(yy):
+                out["eval_positive_rate_recent_buyers"] = float(yy.mean())
+        if len(set(yy.tolist())) < 2:
+            continue
+        for name, s in scores.items():
+            prefix = "" if name == "model" else f"{name}_"
+            out[f"{prefix}roc_auc{part}"] = _auc(yy, s[mask])
+            out[f"{prefix}pr_auc{part}"] = float(average_precision_score(yy, s[mask]))
+            if name != "baseline_recency":
+                out[f"{prefix}brier{part}"] = float(brier_score_loss(yy, s[mask], pos_label=1))
+    return out
+
+
+def curves(y: np.ndarray, scores: Mapping[str, np.ndarray],
+           bins: int = CURVE_BINS) -> Dict[str, float]:
+    """The report's curves as metric rows: the model's calibration (equal-count bins of
+    its probability: mean predicted, observed churn rate, rows) and, for every scorer,
+    the cumulative gains (share of all churners among the top k tenths by score)."""
+    out: Dict[str, float] = {}
+    p = scores["model"]
+    for i, part in enumerate(np.array_split(np.argsort(p, kind="stable"), bins), start=1):
+        if len(part):
+            out[f"calibration_bin_{i:02d}_predicted"] = float(p[part].mean())
+            out[f"calibration_bin_{i:02d}_observed"] = float(y[part].mean())
+            out[f"calibration_bin_{i:02d}_rows"] = float(len(part))
+    positives = float(y.sum())
+    n = len(y)
+    for name, s in scores.items():
+        order = np.argsort(-s, kind="stable")
+        captured = np.cumsum(y[order])
+        for k in range(1, bins + 1):
+            top = int(round(n * k / bins))
+            out[f"gains_{name}_decile_{k:02d}"] = (float(captured[top - 1]) / positives
+                                                   if top and positives else 0.0)
+    return out
+
+
+def train(table, *, eval_months: int = 3, gap_months: int = 2, calib_fraction: float = 0.25,
           calib_gap_months: int = 0,
           n_estimators: int = 300, min_samples_leaf: int = 10, max_depth: Optional[int] = None,
+          max_features: Any = 0.4, calibrate_on: str = "pool", monotone: bool = True,
           calibration: str = "sigmoid", seed: int = 0, n_jobs: int = 2,
-          permutation_repeats: int = 5, max_importance_rows: int = 20_000) -> TrainResult:
+          permutation_repeats: int = 5, max_importance_rows: int = 20_000,
+          oracle: Optional[Mapping[Tuple[int, dt.date], float]] = None) -> TrainResult:
     """Train, calibrate and evaluate on ``table`` (churn_features rows, any shape
-    :func:`to_columns` accepts). Pure: no I/O."""
+    :func:`to_columns` accepts). ``oracle`` maps (customer_id, month) to the true
+    probability of the label (generated data's ground truth): its scores on the same
+    evaluation rows are the ceiling reported beside the model. Pure: no I/O."""
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.frozen import FrozenEstimator
     from sklearn.inspection import permutation_importance
-    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss
+    from sklearn.metrics import brier_score_loss, log_loss
 
     cols = to_columns(table)
     if not cols or not cols.get("month"):
@@ -202,12 +301,22 @@ def train(table, *, eval_months: int = 3, gap_months: int = 3, calib_fraction: f
         fingerprint.update(np.ascontiguousarray(y[k]).tobytes())
     fingerprint.update(json.dumps([features, n_estimators, min_samples_leaf, max_depth,
                                    calibration, seed, _sklearn_version()]).encode())
+    cst = [MONOTONE.get(f, 0) for f in features] if monotone else None
     forest = RandomForestClassifier(
         n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, max_depth=max_depth,
-        max_features="sqrt", n_jobs=n_jobs, random_state=seed)
-    forest.fit(X["fit"], y["fit"])
-    model = CalibratedClassifierCV(FrozenEstimator(forest), method=calibration)
-    model.fit(X["calib"], y["calib"])
+        max_features=max_features, n_jobs=n_jobs, random_state=seed, monotonic_cst=cst)
+    if calibrate_on == "pool":
+        # the forest sees every labelled month before the gap; the calibration uses
+        # cross-validated predictions on them (ensemble=False: one forest in the end)
+        pool_X = np.vstack([X["fit"], X["calib"]])
+        pool_y = np.concatenate([y["fit"], y["calib"]])
+        model = CalibratedClassifierCV(forest, method=calibration, cv=3, ensemble=False)
+        model.fit(pool_X, pool_y)
+        forest = model.calibrated_classifiers_[0].estimator
+    else:
+        forest.fit(X["fit"], y["fit"])
+        model = CalibratedClassifierCV(FrozenEstimator(forest), method=calibration)
+        model.fit(X["calib"], y["calib"])
 
     p_eval = positive_proba(model, X["eval"])
     p_raw = positive_proba(forest, X["eval"])
@@ -219,24 +328,23 @@ def train(table, *, eval_months: int = 3, gap_months: int = 3, calib_fraction: f
         "eval_positive_rate": float(ye.mean()) if len(ye) else float("nan"),
         "train_positive_rate": float(y["fit"].mean()),
     }
+    scores = {"model": p_eval, "baseline_recency": rec}
+    if oracle is not None:
+        o = oracle_scores(oracle, cols["customer_id"], months, idx["eval"])
+        metrics["oracle_coverage"] = float(np.isfinite(o).mean()) if len(o) else 0.0
+        if len(o) and np.isfinite(o).all():
+            scores["oracle"] = o
+        else:
+            log.warning("ground truth covers %.1f%% of the evaluation rows: no oracle",
+                        100 * metrics["oracle_coverage"])
+    metrics.update(evaluate(ye, scores, rec <= RECENT_DAYS))
     both = len(set(ye.tolist())) == 2
     if both:
-        metrics.update({
-            "roc_auc": _auc(ye, p_eval),
-            "pr_auc": float(average_precision_score(ye, p_eval)),
-            "baseline_recency_roc_auc": _auc(ye, rec),
-            "roc_auc_uncalibrated": _auc(ye, p_raw),
-            "log_loss": float(log_loss(ye, np.clip(p_eval, 1e-6, 1 - 1e-6), labels=[0, 1])),
-        })
-        recent = rec <= RECENT_DAYS    # the customers a retention campaign cares about
-        if len(set(ye[recent].tolist())) == 2:
-            metrics.update({
-                "roc_auc_recent_buyers": _auc(ye[recent], p_eval[recent]),
-                "baseline_recency_roc_auc_recent_buyers": _auc(ye[recent], rec[recent]),
-                "eval_rows_recent_buyers": float(recent.sum()),
-            })
+        metrics["roc_auc_uncalibrated"] = _auc(ye, p_raw)
+        metrics["log_loss"] = float(log_loss(ye, np.clip(p_eval, 1e-6, 1 - 1e-6),
+                                             labels=[0, 1]))
+        metrics.update(curves(ye, scores))
     if len(ye):
-        metrics["brier"] = float(brier_score_loss(ye, p_eval, pos_label=1))
         metrics["brier_uncalibrated"] = float(brier_score_loss(ye, p_raw, pos_label=1))
         metrics["mean_predicted"] = float(p_eval.mean())
 
@@ -249,6 +357,7 @@ def train(table, *, eval_months: int = 3, gap_months: int = 3, calib_fraction: f
                                     n_repeats=permutation_repeats, random_state=seed, n_jobs=1)
         importance = {f: round(float(v), 6) for f, v in
                       sorted(zip(features, pi.importances_mean), key=lambda kv: -kv[1])}
+        metrics.update({f"importance_{f}": v for f, v in importance.items()})
 
     bundle = {"model": model, "features": features, "missing": MISSING,
               "positive_class": 1, "sklearn": _sklearn_version()}
@@ -364,8 +473,9 @@ def current_metadata(models_dir: str) -> Optional[Dict[str, Any]]:
 
 # --------------------------------------------------------------------------- commands
 def run_train(warehouse: str, models_dir: str, force: bool = False, now=None,
-              **train_kwargs) -> Dict[str, Any]:
-    """``shopstream train churn``: returns a summary dict (``status`` trained|skipped)."""
+              ground_truth: Optional[str] = None, **train_kwargs) -> Dict[str, Any]:
+    """``shopstream train churn``: returns a summary dict (``status`` trained|skipped).
+    ``ground_truth`` (a generated data set's ground_truth/) adds the oracle."""
     from transforms.table_io import read_table
     from transforms.warehouse import open_warehouse
 
@@ -383,7 +493,8 @@ def run_train(warehouse: str, models_dir: str, force: bool = False, now=None,
         if not due and not force:
             return {"status": "skipped", "message": reason,
                     "version": current.get("version") if current else None}
-        result = train(cols, **train_kwargs)
+        oracle = read_oracle(ground_truth) if ground_truth else None
+        result = train(cols, oracle=oracle, **train_kwargs)
         version, meta = save(models_dir, result, trained_at=now)
         trained_at = dt.datetime.fromisoformat(meta["trained_at"])
         written = wh.write("model_metrics",

@@ -12,10 +12,9 @@ Training (``shopstream train popularity``):
   ranked together). Tree splits and gain importances do not change under a monotone
   rescaling of a feature (x / max of the whole set is one), so the regressor is fitted
   on the raw per-period values and its importances apply unchanged to the scaled
-  features. (Scaling per *period* instead — dividing by each period's max — is not a
-  global monotone map: it made the fit worse than the naive baseline in our
-  measurements, because one noisy product sets each period's max.) The weighted-score
-  metric below does use the scorer's per-set scaling;
+  features (scaling per *period* instead is not a global monotone map: one noisy
+  product would set each period's max). The weighted-score metric below does use the
+  scorer's per-set scaling;
 * time split: the latest ``eval_fraction`` of the labelled periods are evaluated, the
   model is fitted on periods whose label period ends before them;
 * an XGBRegressor; its importances (``gain`` by default) normalised to sum 1 are the
@@ -23,6 +22,9 @@ Training (``shopstream train popularity``):
   non-negative weights);
 * metrics on the evaluation periods: RMSE vs the naive "same as this period" baseline,
   MAE, Spearman of predictions and of the weighted score with next-period purchases;
+  per evaluation period, how well the weighted score ranks products for the next
+  period's purchases (Spearman, NDCG@10) beside add-to-cart counts alone and, on
+  generated data, the true demand (:func:`ranking_metrics`);
 * artifact ``{models}/popularity/{version}/weights.json`` + ``model.json`` +
   ``metadata.json``, ``LATEST`` last; metrics rows into ``model_metrics``.
 
@@ -274,8 +276,11 @@ def weights_from_importance(importance: Mapping[str, float]) -> Dict[str, float]
 def train(engagement: Mapping[Tuple[int, int], Sequence[float]], period: str = "2w",
           last_period: Optional[int] = None, eval_fraction: float = 0.25,
           importance_type: str = "gain", n_estimators: int = 200, max_depth: int = 3,
-          learning_rate: float = 0.03, seed: int = 0, n_jobs: int = 2) -> TrainResult:
-    """Fit the regressor with a time split and turn its importances into weights."""
+          learning_rate: float = 0.03, seed: int = 0, n_jobs: int = 2,
+          demand: Optional[Mapping[Tuple[int, int], float]] = None) -> TrainResult:
+    """Fit the regressor with a time split and turn its importances into weights.
+    ``demand`` ((product, period) → true expected units, from generated data's ground
+    truth) adds the ceiling to the ranking evaluation."""
     import xgboost as xgb
 
     ds = build_dataset(engagement, last_period)
@@ -319,6 +324,7 @@ def train(engagement: Mapping[Tuple[int, int], Sequence[float]], period: str = "
         v = _spearman(s, y)
         if v is not None:
             metrics[name] = v
+    metrics.update(ranking_metrics(ds, ev, weighted, demand))
     ps = ds.period[fit]
     metadata = {
         "model_type": "XGBRegressor",
@@ -341,6 +347,67 @@ def train(engagement: Mapping[Tuple[int, int], Sequence[float]], period: str = "
         "xgboost": xgb.__version__,
     }
     return TrainResult(weights, bytes(booster.save_raw("json")), metrics, metadata)
+
+
+def ranking_metrics(ds: Dataset, rows: np.ndarray, weighted: np.ndarray,
+                    demand: Optional[Mapping[Tuple[int, int], float]] = None,
+                    k: int = 10) -> Dict[str, float]:
+    """How well each ranking of a period's products predicts the next period's
+    purchases, averaged over the evaluation periods: Spearman and NDCG@k of the weighted
+    score (``ranking_*``), of add-to-cart counts alone (``baseline_add_to_cart_*``) and,
+    given the ground truth, of the true next-period demand (``true_demand_*``)."""
+    from sklearn.metrics import ndcg_score
+
+    y = ds.y[rows]
+    periods = ds.period[rows]
+    scorers = {"ranking": weighted,
+               "baseline_add_to_cart": ds.raw[rows][:, FEATURES.index("add_to_cart_count")]}
+    if demand is not None:
+        scorers["true_demand"] = np.array(
+            [demand.get((int(pid), int(p) + 1), 0.0)
+             for pid, p in zip(ds.product[rows], periods)])
+    sums: Dict[str, List[float]] = defaultdict(list)
+    for p in np.unique(periods):
+        m = periods == p
+        if m.sum() < 2 or y[m].max() <= 0:
+            continue
+        for name, s in scorers.items():
+            rho = _spearman(s[m], y[m])
+            if rho is not None:
+                sums[f"{name}_spearman"].append(rho)
+            sums[f"{name}_ndcg_at_{k}"].append(float(ndcg_score([y[m]], [s[m]], k=k)))
+    out = {name: float(np.mean(v)) for name, v in sums.items() if v}
+    out["ranking_eval_periods"] = float(len(sums.get(f"ranking_ndcg_at_{k}", ())))
+    return out
+
+
+def read_demand(path: str, period: str) -> Dict[Tuple[int, int], float]:
+    """(product_id, period index) → true expected units, from a generated data set's
+    ``ground_truth/product_demand.csv`` (weekly; a week's demand is spread evenly over
+    its days, so any period length works)."""
+    import csv
+    import os
+
+    if os.path.isdir(path):
+        path = os.path.join(path, "product_demand.csv")
+    out: Dict[Tuple[int, int], float] = defaultdict(float)
+    days_of: Dict[str, List[int]] = {}      # week_start → the period of each of its days
+    with open(path, newline="", encoding="utf-8") as fh:
+        try:
+            for r in csv.DictReader(fh):
+                week = r["week_start"]
+                if week not in days_of:
+                    first = (dt.date.fromisoformat(week) - EPOCH.date()).days
+                    days_of[week] = [period_index((first + d) * 86_400 * US, period)
+                                     for d in range(7)]
+                share = float(r["expected_units"]) / 7.0
+                pid = int(r["product_id"])
+                for idx in days_of[week]:
+                    out[(pid, idx)] += share
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path} is not a ground-truth product_demand.csv "
+                             f"(product_id, week_start, expected_units): {exc}") from exc
+    return dict(out)
 
 
 # --------------------------------------------------------------------------- artifacts
@@ -387,7 +454,7 @@ def engagement_from_files(root: str, period: str, visit_gap_s: float = DEFAULT_V
 
 def run_train(warehouse: str, models_dir: str, period: str = "2w",
               input_dir: Optional[str] = None, now: Optional[dt.datetime] = None,
-              **kwargs) -> Dict[str, Any]:
+              ground_truth: Optional[str] = None, **kwargs) -> Dict[str, Any]:
     from transforms.warehouse import open_warehouse
 
     with open_warehouse(warehouse) as wh:
@@ -397,7 +464,8 @@ def run_train(warehouse: str, models_dir: str, period: str = "2w",
         else:
             eng, last = engagement_from_warehouse(wh, period)
             source = "events_enriched + sales_facts"
-        result = train(eng, period, last, **kwargs)
+        demand = read_demand(ground_truth, period) if ground_truth else None
+        result = train(eng, period, last, demand=demand, **kwargs)
         version, meta = save(models_dir, result, now)
         trained_at = dt.datetime.fromisoformat(meta["trained_at"])
         n = wh.write("model_metrics",

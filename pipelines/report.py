@@ -21,87 +21,29 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from pipelines import report_queries as Q
+from pipelines.report_queries import (
+    AGE_BANDS, Source, Unavailable, WarehouseUnavailable, num, segments)
+
 log = logging.getLogger(__name__)
 
 # Indonesia's bounding box (with a small margin), for the lat/long "map".
 INDONESIA_LON = (94.0, 142.0)
 INDONESIA_LAT = (-11.5, 6.5)
-AGE_BANDS = ((0, 25, "<25"), (25, 35, "25–34"), (35, 45, "35–44"), (45, 55, "45–54"),
-             (55, 200, "55+"))
 HEADLINE_METRICS = ("roc_auc", "pr_auc", "brier")
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
-COLORS = {"model": "#2660c9", "baseline": "#9aa5b8", "observed": "#d9822b",
-          "predicted": "#2660c9", "revenue": "#2660c9", "orders": "#d9822b"}
-
-
-class Unavailable(Exception):
-    """A section's inputs are not in the warehouse yet (the message says which)."""
-
-
-class WarehouseUnavailable(RuntimeError):
-    """The warehouse could not be opened (missing credentials, a locked DuckDB file...)."""
-
-
-class Source:
-    """Warehouse reads for the report: table presence and row counts, formatted SQL."""
-
-    def __init__(self, wh):
-        self.wh = wh
-        self.counts: Dict[str, Optional[int]] = {}
-
-    def count(self, table: str) -> Optional[int]:
-        """Row count, or None when the table does not exist (or cannot be read)."""
-        if table not in self.counts:
-            try:
-                rows = self.wh.query(f"SELECT COUNT(*) AS n FROM {self.wh.ref(table)}")
-                self.counts[table] = int(rows[0]["n"])
-            except Exception as exc:  # DuckDB CatalogException, BigQuery NotFound, ...
-                log.debug("table %s unavailable: %s", table, exc)
-                self.counts[table] = None
-        return self.counts[table]
-
-    def has(self, table: str) -> bool:
-        return bool(self.count(table))
-
-    def need(self, *tables: str) -> None:
-        for t in tables:
-            n = self.count(t)
-            if n is None:
-                raise Unavailable(f"table {t} does not exist yet")
-            if n == 0:
-                raise Unavailable(f"table {t} is empty")
-
-    def q(self, sql: str, **tables: str) -> List[dict]:
-        return self.wh.query(sql.format(**{k: self.wh.ref(v) for k, v in tables.items()}))
+COLORS = {"model": "#2660c9", "baseline": "#9aa5b8", "oracle": "#2e9d5b",
+          "observed": "#d9822b", "predicted": "#2660c9", "revenue": "#2660c9",
+          "orders": "#d9822b"}
 
 
 # --------------------------------------------------------------------------- helpers
-def _num(v: Any, default: float = 0.0) -> float:
-    if v is None:
-        return default
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return default
-    return default if math.isnan(f) else f
-
-
 def _fmt_int(v: Any) -> str:
-    return f"{int(round(_num(v))):,}"
+    return f"{int(round(num(v))):,}"
 
 
 def _fmt_pct(v: Optional[float]) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
-
-
-def _age_band(age: Any) -> str:
-    if age is None:
-        return "unknown"
-    a = _num(age, -1)
-    for lo, hi, label in AGE_BANDS:
-        if lo <= a < hi:
-            return label
-    return "unknown"
 
 
 def _fig_html(fig, div_id: str, height: int = 420) -> str:
@@ -140,22 +82,18 @@ def section_sales(src: Source) -> List[str]:
     from plotly.subplots import make_subplots
 
     src.need("daily_sales")
-    daily = src.q("SELECT date, SUM(revenue) AS revenue, SUM(units) AS units, "
-                  "SUM(orders) AS orders, SUM(promo_amount) AS promo "
-                  "FROM {ds} GROUP BY date ORDER BY date", ds="daily_sales")
+    daily = Q.daily_totals(src)
     orders_note = None
     if src.has("sales_facts"):
-        rows = src.q("SELECT CAST(created_at AS DATE) AS date, "
-                     "COUNT(DISTINCT booking_id) AS orders FROM {sf} "
-                     "GROUP BY CAST(created_at AS DATE)", sf="sales_facts")
-        by_day = {str(r["date"]): int(_num(r["orders"])) for r in rows}
+        rows = Q.orders_by_day(src)
+        by_day = {str(r["date"]): int(num(r["orders"])) for r in rows}
         orders = [by_day.get(str(r["date"]), 0) for r in daily]
     else:
-        orders = [int(_num(r["orders"])) for r in daily]
+        orders = [int(num(r["orders"])) for r in daily]
         orders_note = ("Orders are summed over daily_sales breakdown rows (sales_facts is not "
                        "available), so an order spanning several categories counts more than once.")
     dates = [r["date"] for r in daily]
-    revenue = [_num(r["revenue"]) for r in daily]
+    revenue = [num(r["revenue"]) for r in daily]
 
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(go.Bar(x=dates, y=revenue, name="revenue (IDR)",
@@ -172,19 +110,18 @@ def section_sales(src: Source) -> List[str]:
     parts = [_kpis([
         ("revenue (IDR)", _fmt_int(sum(revenue))),
         ("orders", _fmt_int(sum(orders))),
-        ("units", _fmt_int(sum(_num(r["units"]) for r in daily))),
-        ("promo (IDR)", _fmt_int(sum(_num(r["promo"]) for r in daily))),
+        ("units", _fmt_int(sum(num(r["units"]) for r in daily))),
+        ("promo (IDR)", _fmt_int(sum(num(r["promo"]) for r in daily))),
         ("days", f"{dates[0]} → {dates[-1]}"),
     ]), _fig_html(fig, "chart-sales-daily", 460)]
     if orders_note:
         parts.append(_note(orders_note))
 
-    cat = src.q("SELECT date, masterCategory AS category, SUM(revenue) AS revenue "
-                "FROM {ds} GROUP BY date, masterCategory", ds="daily_sales")
+    cat = Q.revenue_by_category_day(src)
     monthly: Dict[str, Dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for r in cat:
         month = str(r["date"])[:7]
-        monthly[r["category"] or "unknown"][month] += _num(r["revenue"])
+        monthly[r["category"] or "unknown"][month] += num(r["revenue"])
     months = sorted({m for c in monthly.values() for m in c})
     fig = go.Figure()
     for c in sorted(monthly, key=lambda c: -sum(monthly[c].values())):
@@ -193,10 +130,9 @@ def section_sales(src: Source) -> List[str]:
                       yaxis_title="revenue (IDR)")
     parts.append(_fig_html(fig, "chart-sales-category"))
 
-    pay = src.q("SELECT payment_method, SUM(revenue) AS revenue, SUM(orders) AS orders "
-                "FROM {ds} GROUP BY payment_method ORDER BY revenue DESC", ds="daily_sales")
+    pay = Q.revenue_by_payment(src)
     fig = go.Figure(go.Bar(x=[r["payment_method"] or "unknown" for r in pay],
-                           y=[_num(r["revenue"]) for r in pay], marker_color=COLORS["revenue"]))
+                           y=[num(r["revenue"]) for r in pay], marker_color=COLORS["revenue"]))
     fig.update_layout(title="Revenue by payment method", yaxis_title="revenue (IDR)")
     parts.append(_fig_html(fig, "chart-sales-payment", 360))
     return parts
@@ -207,27 +143,21 @@ def _top_from(src: Source) -> Dict[str, Tuple[List[Tuple[str, float]], str]]:
     out: Dict[str, Tuple[List[Tuple[str, float]], str]] = {}
     pe = src.has("product_engagement")
     if src.has("top10_products"):
-        rows = src.q("SELECT rank, product_id, productDisplayName, popularity_score "
-                     "FROM {t} ORDER BY rank LIMIT 10", t="top10_products")
+        rows = Q.top_products(src)
         out["products"] = ([(f"{r['productDisplayName'] or r['product_id']} (#{r['product_id']})",
-                             _num(r["popularity_score"])) for r in rows], "top10_products")
+                             num(r["popularity_score"])) for r in rows], "top10_products")
     elif pe:
-        rows = src.q("SELECT product_id, productDisplayName, popularity_score FROM {t} "
-                     "WHERE popularity_score IS NOT NULL "
-                     "ORDER BY popularity_score DESC, product_id LIMIT 10", t="product_engagement")
+        rows = Q.top_products_by_engagement(src)
         out["products"] = ([(f"{r['productDisplayName'] or r['product_id']} (#{r['product_id']})",
-                             _num(r["popularity_score"])) for r in rows], "product_engagement")
+                             num(r["popularity_score"])) for r in rows], "product_engagement")
     for label, table, col in (("brands", "top10_brands", "brand"),
                               ("sub-categories", "top10_subcategories", "subCategory")):
         if src.has(table):
-            rows = src.q(f"SELECT rank, {col} AS name, popularity_score FROM {{t}} "
-                         f"ORDER BY rank LIMIT 10", t=table)
-            out[label] = ([(str(r["name"]), _num(r["popularity_score"])) for r in rows], table)
+            rows = Q.top_names(src, table, col)
+            out[label] = ([(str(r["name"]), num(r["popularity_score"])) for r in rows], table)
         elif pe:
-            rows = src.q(f"SELECT {col} AS name, SUM(popularity_score) AS popularity_score "
-                         f"FROM {{t}} WHERE {col} IS NOT NULL GROUP BY {col} "
-                         f"ORDER BY popularity_score DESC LIMIT 10", t="product_engagement")
-            out[label] = ([(str(r["name"]), _num(r["popularity_score"])) for r in rows],
+            rows = Q.top_names_by_engagement(src, col)
+            out[label] = ([(str(r["name"]), num(r["popularity_score"])) for r in rows],
                           "product_engagement")
     return out
 
@@ -258,8 +188,7 @@ def section_top(src: Source) -> List[str]:
     parts.append("</div>")
 
     if src.has("top10_products_by_season_gender"):
-        rows = src.q("SELECT season, gender, productDisplayName, product_id FROM {t} "
-                     "WHERE rank = 1", t="top10_products_by_season_gender")
+        rows = Q.season_gender_leaders(src)
         seasons = sorted({r["season"] for r in rows if r["season"]})
         genders = sorted({r["gender"] for r in rows if r["gender"]})
         cell = {(r["season"], r["gender"]): f"{r['productDisplayName'] or ''} (#{r['product_id']})"
@@ -269,11 +198,9 @@ def section_top(src: Source) -> List[str]:
                             [[s] + [cell.get((s, g), "–") for g in genders] for s in seasons],
                             "season-gender"))
     if src.has("product_engagement"):
-        t = src.q("SELECT SUM(homepage_count) AS homepage, SUM(click_count) AS click, "
-                  "SUM(item_detail_count) AS item_detail, SUM(add_to_cart_count) AS add_to_cart, "
-                  "SUM(purchases) AS purchases FROM {t}", t="product_engagement")[0]
+        t = Q.engagement_totals(src)[0]
         steps = ["homepage", "click", "item_detail", "add_to_cart", "purchases"]
-        fig = go.Figure(go.Bar(x=steps, y=[_num(t[s]) for s in steps],
+        fig = go.Figure(go.Bar(x=steps, y=[num(t[s]) for s in steps],
                                marker_color=[COLORS["baseline"]] * 4 + [COLORS["model"]],
                                texttemplate="%{y:,}", textposition="outside"))
         fig.update_layout(title="Engagement over all products: events carrying (or inferred "
@@ -287,28 +214,23 @@ def section_map(src: Source) -> List[str]:
     """Customers and revenue by province on a longitude/latitude scatter of Indonesia."""
     go = _go()
     src.need("sales_facts")
-    rows = src.q("SELECT province, AVG(latitude) AS lat, AVG(longitude) AS lon, "
-                 "COUNT(DISTINCT customer_id) AS customers, COUNT(DISTINCT booking_id) AS orders, "
-                 "SUM(COALESCE(line_revenue, quantity * item_price)) AS revenue "
-                 "FROM {sf} WHERE province IS NOT NULL GROUP BY province", sf="sales_facts")
+    rows = Q.province_facts(src)
     rows = [r for r in rows if r["lat"] is not None and r["lon"] is not None]
     if not rows:
         raise Unavailable("sales_facts has no rows with a province and latitude/longitude")
-    rows.sort(key=lambda r: -_num(r["revenue"]))
-    homes = src.q("SELECT customer_id, MAX(home_location_lat) AS lat, "
-                  "MAX(home_location_long) AS lon FROM {sf} GROUP BY customer_id "
-                  "ORDER BY customer_id LIMIT 5000", sf="sales_facts")
+    rows.sort(key=lambda r: -num(r["revenue"]))
+    homes = Q.customer_homes(src)
     homes = [h for h in homes if h["lat"] is not None and h["lon"] is not None]
-    top_rev = max(_num(r["revenue"]) for r in rows) or 1.0
+    top_rev = max(num(r["revenue"]) for r in rows) or 1.0
 
     fig = go.Figure()
     if homes:
         fig.add_trace(go.Scatter(
-            x=[_num(h["lon"]) for h in homes], y=[_num(h["lat"]) for h in homes],
+            x=[num(h["lon"]) for h in homes], y=[num(h["lat"]) for h in homes],
             mode="markers", name="customer homes (sample)", hoverinfo="skip",
             marker=dict(size=4, color="#7d8799", opacity=0.5)))
     fig.add_trace(go.Scatter(
-        x=[_num(r["lon"]) for r in rows], y=[_num(r["lat"]) for r in rows],
+        x=[num(r["lon"]) for r in rows], y=[num(r["lat"]) for r in rows],
         mode="markers+text", name="province (size = revenue)",
         text=[r["province"] for r in rows], textposition="top center",
         textfont=dict(size=9),
@@ -316,8 +238,8 @@ def section_map(src: Source) -> List[str]:
                     for r in rows],
         hovertemplate="<b>%{text}</b><br>revenue IDR %{customdata[0]}<br>"
                       "customers %{customdata[1]}<br>orders %{customdata[2]}<extra></extra>",
-        marker=dict(size=[8 + 42 * math.sqrt(_num(r["revenue"]) / top_rev) for r in rows],
-                    color=[_num(r["customers"]) for r in rows], colorscale="Blues",
+        marker=dict(size=[8 + 42 * math.sqrt(num(r["revenue"]) / top_rev) for r in rows],
+                    color=[num(r["customers"]) for r in rows], colorscale="Blues",
                     showscale=True, colorbar=dict(title="customers"),
                     line=dict(width=1, color="#1d2330"), opacity=0.85)))
     fig.update_layout(
@@ -330,7 +252,7 @@ def section_map(src: Source) -> List[str]:
              _note("Plain longitude/latitude axes over Indonesia's bounding box: plotly's "
                    "geographic base maps load their coastlines from a CDN, which an offline "
                    "report cannot reach. Grey dots are customers' home locations (a sample).")]
-    fig = go.Figure(go.Bar(x=[r["province"] for r in rows], y=[_num(r["revenue"]) for r in rows],
+    fig = go.Figure(go.Bar(x=[r["province"] for r in rows], y=[num(r["revenue"]) for r in rows],
                            marker_color=COLORS["revenue"],
                            customdata=[_fmt_int(r["customers"]) for r in rows],
                            hovertemplate="%{x}<br>revenue IDR %{y:,}<br>customers %{customdata}"
@@ -339,26 +261,6 @@ def section_map(src: Source) -> List[str]:
                       xaxis=dict(tickangle=-45, automargin=True))
     parts.append(_fig_html(fig, "chart-province-revenue", 420))
     return parts
-
-
-_CUSTOMERS_CTE = ("WITH c AS (SELECT customer_id, MAX(gender) AS gender, "
-                  "MAX(customer_age) AS age, MAX(province) AS province "
-                  "FROM {sf} GROUP BY customer_id) ")
-
-
-def _segments(rows: List[dict], value: Callable[[dict], Tuple[float, float]]
-              ) -> Dict[str, Dict[str, Tuple[float, float]]]:
-    """Rows grouped by (gender, age, province) → kind → segment → (sum, count)."""
-    acc: Dict[str, Dict[str, List[float]]] = {k: defaultdict(lambda: [0.0, 0.0])
-                                              for k in ("gender", "age band", "province")}
-    for r in rows:
-        s, n = value(r)
-        for kind, seg in (("gender", r.get("gender") or "unknown"),
-                          ("age band", _age_band(r.get("age"))),
-                          ("province", r.get("province") or "unknown")):
-            acc[kind][seg][0] += s
-            acc[kind][seg][1] += n
-    return {k: {seg: (v[0], v[1]) for seg, v in d.items()} for k, d in acc.items()}
 
 
 def section_churn(src: Source) -> List[str]:
@@ -377,18 +279,16 @@ def section_churn(src: Source) -> List[str]:
     predicted: Dict[str, Dict[str, Tuple[float, float]]] = {}
 
     if has_f:
-        trend = src.q("SELECT month, COUNT(*) AS n, SUM(churned) AS churned FROM {cf} "
-                      "WHERE churned IS NOT NULL GROUP BY month ORDER BY month",
-                      cf="churn_features")
-        n_all = sum(_num(r["n"]) for r in trend)
+        trend = Q.churn_trend(src)
+        n_all = sum(num(r["n"]) for r in trend)
         kpis.append(("observed churn rate (labelled customer-months)",
-                     _fmt_pct(sum(_num(r["churned"]) for r in trend) / n_all if n_all else None)))
+                     _fmt_pct(sum(num(r["churned"]) for r in trend) / n_all if n_all else None)))
         if trend:
             fig = go.Figure(go.Scatter(
                 x=[r["month"] for r in trend],
-                y=[_num(r["churned"]) / _num(r["n"], 1) for r in trend], mode="lines+markers",
+                y=[num(r["churned"]) / num(r["n"], 1) for r in trend], mode="lines+markers",
                 line=dict(color=COLORS["observed"]),
-                customdata=[int(_num(r["n"])) for r in trend],
+                customdata=[int(num(r["n"])) for r in trend],
                 hovertemplate="%{x|%Y-%m}: %{y:.1%} of %{customdata} customers<extra></extra>"))
             fig.update_layout(title="Observed churn rate by month (no purchase in the next "
                                     "3 months)", yaxis=dict(tickformat=".0%", rangemode="tozero"),
@@ -397,39 +297,26 @@ def section_churn(src: Source) -> List[str]:
         else:
             parts.append(_note("No month has a complete 3-month label horizon yet."))
         if has_sf and trend:
-            rows = src.q(_CUSTOMERS_CTE + "SELECT c.gender, c.age, c.province, COUNT(*) AS n, "
-                         "SUM(f.churned) AS churned FROM {cf} f JOIN c "
-                         "ON f.customer_id = c.customer_id WHERE f.churned IS NOT NULL "
-                         "GROUP BY c.gender, c.age, c.province",
-                         sf="sales_facts", cf="churn_features")
-            observed = _segments(rows, lambda r: (_num(r["churned"]), _num(r["n"])))
+            rows = Q.observed_churn_by_customer(src)
+            observed = segments(rows, lambda r: (num(r["churned"]), num(r["n"])))
     if has_p:
-        latest = src.q("SELECT MAX(month) AS month FROM {cp}", cp="churn_predictions")[0]["month"]
-        stats = src.q("SELECT COUNT(*) AS n, AVG(churn_probability) AS mean_p, "
-                      "MAX(model_version) AS version FROM {cp} "
-                      "WHERE month = (SELECT MAX(month) FROM {cp})", cp="churn_predictions")[0]
-        kpis += [(f"mean predicted churn risk ({str(latest)[:7]})", _fmt_pct(_num(stats["mean_p"]))),
+        latest = Q.latest_prediction_month(src)[0]["month"]
+        stats = Q.latest_prediction_stats(src)[0]
+        kpis += [(f"mean predicted churn risk ({str(latest)[:7]})", _fmt_pct(num(stats["mean_p"]))),
                  ("customers scored", _fmt_int(stats["n"])),
                  ("model version", str(stats["version"]))]
-        buckets = src.q("SELECT FLOOR(churn_probability * 20) AS b, COUNT(*) AS n FROM {cp} "
-                        "WHERE month = (SELECT MAX(month) FROM {cp}) "
-                        "GROUP BY FLOOR(churn_probability * 20)", cp="churn_predictions")
+        buckets = Q.risk_buckets(src)
         counts = [0] * 20
         for r in buckets:
-            counts[min(19, max(0, int(_num(r["b"]))))] += int(_num(r["n"]))
+            counts[min(19, max(0, int(num(r["b"]))))] += int(num(r["n"]))
         fig = go.Figure(go.Bar(x=[f"{i * 5}–{i * 5 + 5}%" for i in range(20)], y=counts,
                                marker_color=COLORS["predicted"]))
         fig.update_layout(title=f"Predicted churn risk, customers scored for {str(latest)[:7]}",
                           xaxis_title="churn probability", yaxis_title="customers", bargap=0.05)
         parts.append(_fig_html(fig, "chart-churn-risk-distribution", 340))
         if has_sf:
-            rows = src.q(_CUSTOMERS_CTE + ", p AS (SELECT customer_id, churn_probability "
-                         "FROM {cp} WHERE month = (SELECT MAX(month) FROM {cp})) "
-                         "SELECT c.gender, c.age, c.province, COUNT(*) AS n, "
-                         "SUM(p.churn_probability) AS p FROM p LEFT JOIN c "
-                         "ON p.customer_id = c.customer_id GROUP BY c.gender, c.age, c.province",
-                         sf="sales_facts", cp="churn_predictions")
-            predicted = _segments(rows, lambda r: (_num(r["p"]), _num(r["n"])))
+            rows = Q.predicted_risk_by_customer(src)
+            predicted = segments(rows, lambda r: (num(r["p"]), num(r["n"])))
     parts.insert(0, _kpis(kpis))
 
     if not has_sf:
@@ -523,18 +410,22 @@ def _pair_baselines(metrics: Dict[str, float]) -> Dict[str, Tuple[str, float]]:
     return out
 
 
+#: metric rows drawn by their own charts (curves, importances, the oracle)
+_OWN_CHARTS = ("oracle_", "gains_", "calibration_", "importance_")
+
+
 def _chartable(metric: str) -> bool:
-    """Scores worth a bar (not row counts or rates of the data)."""
-    return not (metric.endswith("_rows") or "_rows_" in metric or metric.endswith("positive_rate")
-                or metric.startswith(("n_", "count")) or metric == "mean_predicted")
+    """Scores worth a bar (not row counts or rates of the data, not curve points)."""
+    return not (metric.endswith("_rows") or "_rows_" in metric or "positive_rate" in metric
+                or metric.startswith(("n_", "count") + _OWN_CHARTS)
+                or metric in ("mean_predicted", "oracle_coverage"))
 
 
 def section_model(src: Source) -> List[str]:
     """The churn model's metrics on a later time slice, next to the baseline's."""
     go = _go()
     src.need("model_metrics")
-    rows = src.q("SELECT model, model_version, trained_at, metric, value FROM {mm} "
-                 "ORDER BY model, trained_at, model_version, metric", mm="model_metrics")
+    rows = Q.model_metrics(src)
     churn = [r for r in rows if str(r["model"]).lower() == "churn"] or \
         [r for r in rows if "churn" in str(r["model"]).lower()]
     if not churn:
@@ -542,13 +433,15 @@ def section_model(src: Source) -> List[str]:
                           f"(models present: {', '.join(sorted({str(r['model']) for r in rows}))})")
     latest = max(churn, key=lambda r: (str(r["trained_at"] or ""), str(r["model_version"])))
     model, version = latest["model"], latest["model_version"]
-    cur = {r["metric"]: _num(r["value"]) for r in churn
+    cur = {r["metric"]: num(r["value"]) for r in churn
            if r["model"] == model and r["model_version"] == version}
     roc = _roc_points(cur)
     roc_names = {n for n in cur if n.startswith(("roc_fpr", "roc_tpr", "roc_curve_"))
                  or "tpr_at_fpr" in n}
-    base = _pair_baselines({n: v for n, v in cur.items() if n not in roc_names})
-    own = {n: v for n, v in cur.items() if not n.startswith("baseline_") and n not in roc_names}
+    base = _pair_baselines({n: v for n, v in cur.items() if n not in roc_names
+                            and not n.startswith(_OWN_CHARTS)})
+    own = {n: v for n, v in cur.items() if not n.startswith(("baseline_",) + _OWN_CHARTS)
+           and n not in roc_names}
     names = [m for m in HEADLINE_METRICS + ("log_loss",) if m in own]
     names += sorted(m for m in own if m not in names and _chartable(m)
                     and (m in base or "auc" in m or "brier" in m))
@@ -582,7 +475,7 @@ def section_model(src: Source) -> List[str]:
     versions = sorted({(str(r["trained_at"] or ""), r["model_version"]) for r in churn
                        if r["model"] == model})
     if len(versions) > 1:
-        by = {(r["model_version"], r["metric"]): _num(r["value"]) for r in churn}
+        by = {(r["model_version"], r["metric"]): num(r["value"]) for r in churn}
         fig = go.Figure([go.Scatter(x=[v for _, v in versions],
                                     y=[by.get((v, m)) for _, v in versions],
                                     mode="lines+markers", name=m)
@@ -603,10 +496,139 @@ def section_model(src: Source) -> List[str]:
     else:
         parts.append(_note("ROC curve points are not stored in model_metrics; the bar chart "
                            "shows the summary metrics."))
+    parts += _churn_evaluation(cur)
     parts.append("<h3>All stored model metrics</h3>")
     parts.append(_table(["model", "version", "trained at", "metric", "value"],
                         [[r["model"], r["model_version"], str(r["trained_at"])[:19], r["metric"],
-                          f"{_num(r['value']):.4f}"] for r in rows], "metrics"))
+                          f"{num(r['value']):.4f}"] for r in rows], "metrics"))
+    return parts
+
+def _fmt3(v: Optional[float]) -> str:
+    return "–" if v is None else f"{v:.4f}"
+
+
+def _churn_evaluation(values: Dict[str, float]) -> List[str]:
+    """Model / recency floor / oracle ceiling side by side, calibration, gains and lift,
+    feature importances: each chart only when its metric rows are stored."""
+    go = _go()
+    from plotly.subplots import make_subplots
+
+    parts: List[str] = ["<h3>Model, floor and ceiling on the later time slice</h3>"]
+    side = Q.churn_side_by_side(values)
+    scorers = [label for _, label in Q.CHURN_SCORERS]
+    present = [label for label in scorers if any(v is not None for _, _, s, v in side if s == label)]
+    keys = list(dict.fromkeys((p, m) for p, m, _, _ in side))
+    rows = [[p, m] + [_fmt3(v) for pp, mm, sc, v in side if (pp, mm) == (p, m) and sc in present]
+            for p, m in keys]
+    parts.append(_table(["customers", "metric"] + present, rows, "churn-eval"))
+    if "oracle_roc_auc" not in values:
+        parts.append(_note("No oracle rows: the ceiling exists only for generated data "
+                           "(train churn --ground-truth DIR/ground_truth)."))
+    fig = go.Figure()
+    colors = {scorers[0]: COLORS["model"], scorers[1]: COLORS["baseline"],
+              scorers[2]: COLORS["oracle"]}
+    xs = [f"{m} · {p}" for p, m in keys if m != "Brier"]
+    for label in present:
+        ys = [v for p, m, s, v in side if s == label and m != "Brier"]
+        fig.add_trace(go.Bar(name=label, x=xs, y=ys, marker_color=colors[label],
+                             text=["" if v is None else f"{v:.3f}" for v in ys],
+                             textposition="outside"))
+    fig.update_layout(barmode="group", title="Churn model between the recency baseline and "
+                      "the oracle (higher is better)", yaxis=dict(range=[0, 1.05]),
+                      legend=dict(orientation="h", x=1, xanchor="right", y=1.02,
+                                  yanchor="bottom"))
+    parts.append(_fig_html(fig, "chart-churn-eval", 420))
+
+    bins = Q.calibration_bins(values)
+    if bins:
+        fig = go.Figure([
+            go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
+                       line=dict(color=COLORS["baseline"], dash="dash")),
+            go.Scatter(x=[b[0] for b in bins], y=[b[1] for b in bins], mode="lines+markers",
+                       name="model", line=dict(color=COLORS["model"]),
+                       customdata=[int(b[2]) for b in bins],
+                       hovertemplate="predicted %{x:.1%}, observed %{y:.1%} "
+                                     "(%{customdata} rows)<extra></extra>")])
+        fig.update_layout(title="Calibration: observed churn rate per bin of predicted "
+                          "probability (equal-count bins)", xaxis_title="mean predicted",
+                          yaxis_title="observed", xaxis=dict(range=[0, 1], tickformat=".0%"),
+                          yaxis=dict(range=[0, 1.02], tickformat=".0%"))
+        parts.append(_fig_html(fig, "chart-churn-calibration", 420))
+    curves = Q.gains(values)
+    if curves:
+        names = {"model": scorers[0], "baseline_recency": scorers[1], "oracle": scorers[2]}
+        fig = make_subplots(rows=1, cols=2, subplot_titles=(
+            "cumulative gains: churners captured", "lift: vs contacting at random"))
+        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="random",
+                                 line=dict(color="#c8ced8", dash="dash")), row=1, col=1)
+        for key in ("model", "baseline_recency", "oracle"):
+            if key not in curves:
+                continue
+            pts = curves[key]
+            label = names[key]
+            fig.add_trace(go.Scatter(x=[0.0] + [x for x, _ in pts], y=[0.0] + [y for _, y in pts],
+                                     mode="lines+markers", name=label, legendgroup=label,
+                                     line=dict(color=colors[label])), row=1, col=1)
+            fig.add_trace(go.Bar(x=[f"top {x:.0%}" for x, _ in pts],
+                                 y=[y / x if x else None for x, y in pts], name=label,
+                                 legendgroup=label, showlegend=False,
+                                 marker_color=colors[label]), row=1, col=2)
+        fig.update_layout(title="Gains and lift on the later time slice (customers ranked by "
+                          "score)", barmode="group",
+                          legend=dict(orientation="h", x=0.5, xanchor="center", y=-0.18,
+                                      yanchor="top"))
+        fig.update_xaxes(tickformat=".0%", row=1, col=1)
+        fig.update_yaxes(tickformat=".0%", row=1, col=1)
+        parts.append(_fig_html(fig, "chart-churn-gains", 440))
+    imp = Q.importances(values)
+    if imp:
+        imp = list(reversed(imp))
+        fig = go.Figure(go.Bar(x=[v for _, v in imp], y=[f for f, _ in imp], orientation="h",
+                               marker_color=COLORS["model"]))
+        fig.update_layout(title="Feature importance: ROC-AUC lost when the feature is "
+                          "shuffled (later time slice)", xaxis_title="ROC-AUC drop",
+                          yaxis=dict(automargin=True))
+        parts.append(_fig_html(fig, "chart-churn-importance", max(320, 60 + 22 * len(imp))))
+    return parts
+
+
+def section_popularity(src: Source) -> List[str]:
+    """Does the popularity score predict next-period purchases? Beside carts and the truth."""
+    go = _go()
+    src.need("model_metrics")
+    latest = Q.latest_model_metrics(Q.model_metrics(src), "popularity")
+    if latest is None:
+        raise Unavailable("model_metrics has no rows for the popularity model yet")
+    side = Q.popularity_side_by_side(latest.values)
+    if all(v is None for _, _, v in side):
+        raise Unavailable(f"popularity model {latest.version} has no ranking evaluation rows "
+                          "(retrain it with this version of shopstream)")
+    scorers = [label for _, label in Q.POPULARITY_SCORERS]
+    present = [s for s in scorers if any(v is not None for _, sc, v in side if sc == s)]
+    n = latest.values.get("ranking_eval_periods")
+    parts = [_kpis([("model", str(latest.model)), ("version", str(latest.version)),
+                    ("evaluated periods", _fmt_int(n) if n is not None else "–")])]
+    metrics = list(dict.fromkeys(m for m, _, _ in side))
+    parts.append(_table(["metric"] + present,
+                        [[m] + [_fmt3(v) for mm, s, v in side if mm == m and s in present]
+                         for m in metrics], "popularity-eval"))
+    colors = dict(zip(scorers, (COLORS["model"], COLORS["baseline"], COLORS["oracle"])))
+    fig = go.Figure()
+    for label in present:
+        ys = [v for _, s, v in side if s == label]
+        fig.add_trace(go.Bar(name=label, x=metrics, y=ys, marker_color=colors[label],
+                             text=["" if v is None else f"{v:.3f}" for v in ys],
+                             textposition="outside"))
+    fig.update_layout(barmode="group", title="Ranking a period's products vs the next "
+                      "period's purchases (mean over the later periods)",
+                      yaxis=dict(range=[0, 1.05]),
+                      legend=dict(orientation="h", x=1, xanchor="right", y=1.02,
+                                  yanchor="bottom"))
+    parts.append(_fig_html(fig, "chart-popularity-eval", 400))
+    parts.append(_note("Spearman: rank correlation over all products active in the period. "
+                       "NDCG@10: how much of the next period's purchases the top 10 hold, "
+                       "against the best possible top 10. The true demand is the simulator's "
+                       "expected purchases (generated data only): the ceiling."))
     return parts
 
 
@@ -616,6 +638,7 @@ SECTIONS: List[Tuple[str, str, Callable[[Source], List[str]]]] = [
     ("map", "Customers and revenue by province", section_map),
     ("churn", "Churn rate and predicted churn risk by segment", section_churn),
     ("model", "Churn model quality", section_model),
+    ("popularity", "Popularity model quality", section_popularity),
 ]
 ALL_TABLES = ("daily_sales", "sales_facts", "top10_products", "top10_brands",
               "top10_subcategories", "top10_products_by_season_gender", "product_engagement",

@@ -50,9 +50,14 @@ def register(subparsers, name: str = "train") -> argparse.ArgumentParser:
                     help="retrain even if the current model is younger than a quarter")
     tc.add_argument("--eval-months", type=int, default=3,
                     help="latest labelled months held out for evaluation (default 3)")
-    tc.add_argument("--gap-months", type=int, default=3,
-                    help="months between the training and evaluation slices (default 3, "
-                         "the label horizon)")
+    tc.add_argument("--gap-months", type=int, default=2,
+                    help="months between the training and evaluation slices (default 2: "
+                         "what a model trained when the evaluation's first month is "
+                         "scored could have known)")
+    tc.add_argument("--ground-truth", default=None, metavar="PATH",
+                    help="a generated data set's ground_truth/ folder (or its "
+                         "customer_months.csv): also report the oracle, the true "
+                         "probability of the label, on the same rows")
     tc.add_argument("--n-estimators", type=int, default=300)
     tc.add_argument("--calibration", choices=("sigmoid", "isotonic"), default="sigmoid")
     tc.add_argument("--seed", type=int, default=0)
@@ -67,6 +72,9 @@ def register(subparsers, name: str = "train") -> argparse.ArgumentParser:
     tp.add_argument("--importance", choices=("gain", "total_gain", "weight", "cover"),
                     default="gain", help="XGBoost importance type used as weights")
     tp.add_argument("--seed", type=int, default=0)
+    tp.add_argument("--ground-truth", default=None, metavar="PATH",
+                    help="a generated data set's ground_truth/ folder (or its "
+                         "product_demand.csv): also rank by the true demand")
     tp.set_defaults(func=run_train_popularity)
     parser.set_defaults(func=lambda a: _missing_model(parser))
     return parser
@@ -84,7 +92,7 @@ def run_train_churn(args) -> int:
         out = churn.run_train(args.warehouse, args.models, force=args.force,
                               eval_months=args.eval_months, gap_months=args.gap_months,
                               n_estimators=args.n_estimators, calibration=args.calibration,
-                              seed=args.seed)
+                              seed=args.seed, ground_truth=args.ground_truth)
     except (ValueError, FileNotFoundError) as exc:
         print(f"shopstream train churn: {exc}", file=sys.stderr)
         return 2
@@ -96,10 +104,29 @@ def run_train_churn(args) -> int:
         m = out["metrics"]
         meta = out["metadata"]
         print(f"train churn: version {out['version']} ({out['reason']}); eval months "
-              f"{meta['eval_months'][0]}..{meta['eval_months'][1]}: "
-              + _fmt(m, ("roc_auc", "pr_auc", "brier", "baseline_recency_roc_auc"))
-              + f"; saved to {args.models}")
+              f"{meta['eval_months'][0]}..{meta['eval_months'][1]}, saved to {args.models}")
+        print(churn_table(m))
     return 0
+
+
+def churn_table(m) -> str:
+    """Model / recency baseline / oracle side by side, overall and for recent buyers."""
+    def cell(key):
+        v = m.get(key)
+        return f"{v:8.4f}" if v is not None else "       -"
+
+    lines = [f"  {'':46}{'ROC-AUC':>8} {'PR-AUC':>8} {'Brier':>8}   (rows)"]
+    for part, label in (("", "all customers"), ("_recent_buyers", "recent buyers (<= 92 d)")):
+        rows = m.get("eval_rows" + part)
+        for name, prefix in (("model", ""), ("recency baseline", "baseline_recency_"),
+                             ("oracle (true hazard)", "oracle_")):
+            if m.get(f"{prefix}roc_auc{part}") is None:
+                continue
+            suffix = f"   ({rows:,.0f})" if rows else ""
+            lines.append(f"  {label + ' ' + name:<46}{cell(prefix + 'roc_auc' + part)} "
+                         f"{cell(prefix + 'pr_auc' + part)} {cell(prefix + 'brier' + part)}"
+                         + suffix)
+    return "\n".join(lines)
 
 
 def run_train_popularity(args) -> int:
@@ -108,7 +135,7 @@ def run_train_popularity(args) -> int:
     try:
         out = popularity.run_train(args.warehouse, args.models, period=args.period,
                                    input_dir=args.input, importance_type=args.importance,
-                                   seed=args.seed)
+                                   seed=args.seed, ground_truth=args.ground_truth)
     except (ValueError, FileNotFoundError) as exc:
         print(f"shopstream train popularity: {exc}", file=sys.stderr)
         return 2
@@ -119,7 +146,23 @@ def run_train_popularity(args) -> int:
         print(f"train popularity: version {out['version']} from {out['source']}; weights {w}; "
               + _fmt(out["metrics"], ("rmse", "baseline_rmse", "spearman", "weights_spearman"))
               + f"; saved to {args.models}")
+        print(popularity_table(out["metrics"]))
     return 0
+
+
+def popularity_table(m) -> str:
+    """Weighted score / add-to-cart baseline / true demand against next-period purchases."""
+    n = m.get("ranking_eval_periods", 0)
+    lines = [f"  next-period purchases, mean over {n:.0f} later period(s):  Spearman  NDCG@10"]
+    for label, prefix in (("weighted popularity score", "ranking"),
+                          ("add-to-cart count alone", "baseline_add_to_cart"),
+                          ("true demand (ground truth)", "true_demand")):
+        if m.get(f"{prefix}_spearman") is None and m.get(f"{prefix}_ndcg_at_10") is None:
+            continue
+        sp, nd = m.get(f"{prefix}_spearman"), m.get(f"{prefix}_ndcg_at_10")
+        lines.append(f"  {label:<52}{sp if sp is not None else float('nan'):8.4f} "
+                     f"{nd if nd is not None else float('nan'):8.4f}")
+    return "\n".join(lines)
 
 
 def run_predict_churn(args) -> int:

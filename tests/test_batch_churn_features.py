@@ -111,13 +111,39 @@ def test_label_horizon_boundaries():
 
 def test_no_leakage_features_ignore_everything_after_the_month():
     past = [bk("2021-01-10T00:00:00Z", "a"), bk("2021-02-03T00:00:00Z", "b")]
-    future = [bk("2021-03-05T00:00:00Z", "c"), bk("2021-03-06T00:00:00Z", "d", success=False)]
+    future = [bk("2021-03-05T00:00:00Z", "c")._replace(promo=True, shipment_fee=10_000),
+              bk("2021-03-06T00:00:00Z", "d", success=False)._replace(shipment_fee=5_000)]
     s_past = [sess("2021-02-02T00:00:00Z", "2021-02-02T00:20:00Z", active=600)]
     s_future = [sess("2021-02-28T23:55:00Z", "2021-03-01T00:05:00Z", active=300)]
     a = cf.churn_rows(1, past, s_past, D(2021, 12, 31))
     b = cf.churn_rows(1, past + future, s_past + s_future, D(2021, 12, 31))
     strip = lambda r: {k: v for k, v in r.items() if k != "churned"}  # noqa: E731
     assert [strip(r) for r in a[:2]] == [strip(r) for r in b[:2]]
+
+
+def test_drivers_beyond_recency_promo_fees_failures_and_trends():
+    b = [bk("2021-01-05T00:00:00Z", "a")._replace(promo=True, shipment_fee=10_000),
+         bk("2021-01-20T00:00:00Z", "b", success=False)._replace(shipment_fee=5_000),
+         bk("2021-02-10T00:00:00Z", "c", total=300),
+         bk("2021-03-15T00:00:00Z", "d")._replace(promo=True),
+         bk("2021-03-16T00:00:00Z", "e", success=False),
+         bk("2021-03-17T00:00:00Z", "f", success=False)]
+    s = [sess("2021-01-05T00:00:00Z", "2021-01-05T00:10:00Z"),
+         sess("2021-01-20T00:00:00Z", "2021-01-20T00:10:00Z"),
+         sess("2021-03-15T00:00:00Z", "2021-03-15T00:10:00Z")]
+    jan, feb, mar = cf.churn_rows(1, b, s, D(2021, 12, 31))[:3]
+    assert jan["promo_share"] == 0.5 and jan["avg_shipment_fee_3m"] == 7_500
+    assert jan["failed_bookings"] == 1 and jan["failed_share_3m"] == 0.5
+    assert jan["purchase_rate"] == 1.0
+    assert jan["expected_missed_purchases"] == pytest.approx(27 / 30)   # Jan 5 → Feb 1
+    assert feb["session_count_mom"] == -2 and feb["monetary_mom"] == 300 - 100
+    assert feb["failed_bookings_mom"] == -1 and feb["promo_share_3m"] == pytest.approx(1 / 3)
+    assert mar["promo_share"] == pytest.approx(2 / 6) and mar["promo_share_3m"] == pytest.approx(2 / 6)
+    assert mar["failed_bookings_3m"] == 3 and mar["failed_share_3m"] == 0.5
+    assert mar["avg_shipment_fee_3m"] == pytest.approx(15_000 / 6)
+    assert mar["failed_bookings_mom"] == 2 and mar["session_count_mom"] == 1
+    assert mar["frequency_trend_3m"] == 3 and mar["session_trend_3m"] == 3   # nothing before Jan
+    assert mar["purchase_rate"] == 1.0                      # 3 purchases in 3 months
 
 
 def test_data_after_as_of_is_ignored():

@@ -111,7 +111,10 @@ def test_report_charts_render_offline(tmp_path):
     dom = chromium(out.as_uri(), tmp_path, "report", budget_ms=8000, size="1280,5600")
     charts = re.split(r'<div id="(chart-[\w-]+)"', dom)[1:]
     rendered = {charts[i]: 'class="main-svg"' in charts[i + 1] for i in range(0, len(charts), 2)}
-    assert len(rendered) >= 15 and all(rendered.values()), rendered
+    assert len(rendered) >= 20 and all(rendered.values()), rendered
+    for chart in ("chart-churn-eval", "chart-churn-calibration", "chart-churn-gains",
+                  "chart-churn-importance", "chart-popularity-eval"):
+        assert rendered.get(chart), chart
     assert str(TOP_PRODUCT_ID) in dom
-    for sid in ("sales", "top", "map", "churn", "model"):
+    for sid in ("sales", "top", "map", "churn", "model", "popularity"):
         assert f'<section id="{sid}" data-status="ok">' in dom

@@ -1,4 +1,4 @@
-"""Tests for ``shopstream generate`` (pipelines/generate.py).
+"""Tests for the data simulator (transforms/simulator) behind ``shopstream generate``.
 
 One small data set is generated per module and shared; the tests check the real
 Fashion Campus format, the event mix, referential integrity between the tables,
@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import generate as gen
+from transforms import records
+from transforms import simulator as gen
+from transforms.simulator.reference import BRANDS
 
 TABLES = ("click_stream", "transactions", "customer", "product")
-HEADERS = {"click_stream": gen.CLICK_STREAM_HEADER, "transactions": gen.TRANSACTIONS_HEADER,
-           "customer": gen.CUSTOMER_HEADER, "product": gen.PRODUCT_HEADER}
+HEADERS = records.COLUMNS
 TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z")
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
 META_KEYS = {"ADD_TO_CART": {"product_id", "quantity", "item_price"},
@@ -105,7 +106,7 @@ def test_multi_key_metadata_is_csv_quoted_like_the_real_file(data):
 
 
 def test_transactions_format_and_amounts(tables):
-    rows = [dict(zip(gen.TRANSACTIONS_HEADER, r)) for r in tables["transactions"][1:]]
+    rows = [dict(zip(records.TRANSACTION_COLUMNS, r)) for r in tables["transactions"][1:]]
     assert len(rows) > 500
     for r in rows:
         assert TIME_RE.match(r["created_at"]) and TIME_RE.match(r["shipment_date_limit"])
@@ -128,7 +129,7 @@ def test_transactions_format_and_amounts(tables):
 def test_customer_format(tables):
     provinces = {p[0]: p for p in gen.PROVINCES}
     assert len(provinces) >= 34
-    rows = [dict(zip(gen.CUSTOMER_HEADER, r)) for r in tables["customer"][1:]]
+    rows = [dict(zip(records.CUSTOMER_COLUMNS, r)) for r in tables["customer"][1:]]
     assert [int(r["customer_id"]) for r in rows] == list(range(1, ARGS["customers"] + 1))
     for r in rows:
         assert r["gender"] in ("M", "F") and r["device_type"] in ("Android", "iOS")
@@ -148,7 +149,7 @@ def test_product_values_are_realistic(tables):
     assert {r[2] for r in rows} == {"Apparel", "Accessories", "Footwear", "Personal Care"}
     assert {"Topwear", "Bottomwear", "Shoes", "Watches", "Bags"} <= {r[3] for r in rows}
     assert {r[6] for r in rows} == {"Summer", "Winter", "Fall", "Spring"}
-    brands = [b for b, _ in gen.BRANDS]
+    brands = [b for b, _ in BRANDS]
     for r in rows:
         assert any(r[9].startswith(b + " " + r[1] + " ") for b in brands), r[9]
     assert len({r[0] for r in tables["product"][1:]}) == ARGS["products"]
@@ -224,7 +225,7 @@ def test_popular_products_get_more_carts(data, tables):
 
 
 def test_referential_integrity(tables, sessions):
-    tx = [dict(zip(gen.TRANSACTIONS_HEADER, r)) for r in tables["transactions"][1:]]
+    tx = [dict(zip(records.TRANSACTION_COLUMNS, r)) for r in tables["transactions"][1:]]
     clicks = tables["click_stream"][1:]
     assert sum(r[1] == "BOOKING" for r in clicks) == len(tx)
     assert {t["session_id"] for t in tx} <= set(sessions)
@@ -245,7 +246,7 @@ def test_referential_integrity(tables, sessions):
 def test_each_booking_matches_its_transaction(tables, sessions):
     by_session = collections.defaultdict(list)
     for r in tables["transactions"][1:]:
-        t = dict(zip(gen.TRANSACTIONS_HEADER, r))
+        t = dict(zip(records.TRANSACTION_COLUMNS, r))
         by_session[t["session_id"]].append(t)
     for sid, txs in by_session.items():
         txs.sort(key=lambda t: t["created_at"])
@@ -340,7 +341,6 @@ def test_churned_customers_stop_buying(data, tables):
 
 
 def test_every_row_parses_with_the_records_contract(data):
-    records = pytest.importorskip("transforms.records")
     broken_ids = set(_params(data)["broken_product_ids"])
     for kind in TABLES:
         n = 0
@@ -390,7 +390,7 @@ def _month_end(m: int) -> date:
 
 def churn_rows(out: Path) -> list:
     """Monthly RFM + session features and the 3-month churn label (SPEC section 2)."""
-    tx = [dict(zip(gen.TRANSACTIONS_HEADER, r)) for r in _rows(out / "transactions.csv")[1:]]
+    tx = [dict(zip(records.TRANSACTION_COLUMNS, r)) for r in _rows(out / "transactions.csv")[1:]]
     owner = {t["session_id"]: t["customer_id"] for t in tx}
     span: dict = {}
     with open(out / "click_stream.csv", newline="", encoding="utf-8") as fh:

@@ -9,6 +9,7 @@ import pytest
 
 from batch.churn_features import add_months
 from models import artifacts, churn
+from transforms.warehouse import open_warehouse
 
 D = dt.date
 
@@ -60,10 +61,65 @@ def test_train_reports_metrics_on_the_later_slice():
     assert m["roc_auc"] > 0.75 and 0 <= m["brier"] < 0.25
     assert meta["eval_months"] == ["2021-12-01", "2022-02-01"]
     assert dt.date.fromisoformat(meta["window_end"]) < dt.date.fromisoformat(meta["eval_months"][0])
+    # tenure_days grows with the calendar: a column of the table, not a feature
     assert set(res.bundle["features"]) == {"recency_days", "frequency", "monetary",
-                                           "session_count", "avg_session_minutes", "tenure_days"}
+                                           "session_count", "avg_session_minutes"}
     assert max(meta["permutation_importance_roc_auc"],
                key=meta["permutation_importance_roc_auc"].get) == "recency_days"
+
+
+def test_oracle_and_recency_baseline_beside_the_model_with_curves():
+    rows = synthetic_rows()
+    # an oracle that knows the rule the labels were drawn from (recency > 60 days)
+    oracle = {(r["customer_id"], r["month"]): 0.85 if r["recency_days"] > 60 else 0.15
+              for r in rows}
+    m = churn.train(rows, n_estimators=40, permutation_repeats=1, oracle=oracle).metrics
+    assert m["oracle_coverage"] == 1.0
+    for part in ("", "_recent_buyers"):
+        for prefix in ("", "baseline_recency_", "oracle_"):
+            assert 0.0 <= m[f"{prefix}roc_auc{part}"] <= 1.0
+            assert 0.0 <= m[f"{prefix}pr_auc{part}"] <= 1.0
+    assert m["oracle_roc_auc"] >= m["roc_auc"] - 0.02       # nobody beats the true rule
+    assert "baseline_recency_brier" not in m                # recency is not a probability
+    rows_in_bins = sum(m[f"calibration_bin_{i:02d}_rows"] for i in range(1, 11))
+    assert rows_in_bins == m["eval_rows"]
+    for name in churn.SCORERS:
+        gains = [m[f"gains_{name}_decile_{k:02d}"] for k in range(1, 11)]
+        assert gains == sorted(gains) and gains[-1] == pytest.approx(1.0)
+    assert m["gains_oracle_decile_03"] > 0.3                 # better than random
+    assert m["importance_recency_days"] == max(v for k, v in m.items()
+                                               if k.startswith("importance_"))
+
+
+def test_oracle_without_full_coverage_is_left_out():
+    rows = synthetic_rows()
+    m = churn.train(rows, n_estimators=20, permutation_repeats=1, oracle={}).metrics
+    assert m["oracle_coverage"] == 0.0 and "oracle_roc_auc" not in m
+
+
+def test_evaluate_and_curves_by_hand():
+    import numpy as np
+
+    y = np.array([0, 0, 1, 1])
+    s = {"model": np.array([0.1, 0.4, 0.35, 0.8]), "baseline_recency": np.array([1, 2, 3, 4.0])}
+    m = churn.evaluate(y, s, np.array([True, True, True, False]))
+    assert m["roc_auc"] == 0.75 and m["baseline_recency_roc_auc"] == 1.0
+    assert m["brier"] == pytest.approx((0.01 + 0.16 + 0.4225 + 0.04) / 4)
+    assert m["eval_rows_recent_buyers"] == 3.0
+    assert m["roc_auc_recent_buyers"] == 0.5
+    c = churn.curves(y, s, bins=2)
+    assert c["calibration_bin_01_predicted"] == pytest.approx(0.225)   # 0.1, 0.35
+    assert c["calibration_bin_01_observed"] == 0.5
+    assert c["gains_model_decile_01"] == 0.5 and c["gains_baseline_recency_decile_01"] == 1.0
+
+
+def test_read_oracle_and_bad_ground_truth(tmp_path):
+    (tmp_path / "customer_months.csv").write_text(
+        "customer_id,month,alive,hazard,p_churn_3m\n7,2021-03-01,1,0.1,0.25\n")
+    assert churn.read_oracle(str(tmp_path)) == {(7, D(2021, 3, 1)): 0.25}
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="p_churn_3m"):
+        churn.read_oracle(str(tmp_path / "bad.csv"))
 
 
 def test_features_never_include_ids_or_labels():
@@ -147,11 +203,29 @@ def test_cli_train_and_predict_churn(tmp_path, capsys):
     from pipelines.cli import main
 
     wh, models = tmp_path / "w.duckdb", tmp_path / "models"
-    _write_features(wh, synthetic_rows(months=8, customers=60))
+    rows = synthetic_rows(months=8, customers=60)
+    _write_features(wh, rows)
+    gt = tmp_path / "ground_truth"
+    gt.mkdir()
+    with open(gt / "customer_months.csv", "w") as fh:
+        fh.write("customer_id,month,alive,hazard,p_churn_3m\n")
+        for r in rows:
+            p = 0.85 if r["recency_days"] > 60 else 0.15
+            fh.write(f"{r['customer_id']},{r['month']},1,{p},{p}\n")
     assert main(["train", "churn", "--warehouse", str(wh), "--models", str(models),
-                 "--n-estimators", "20"]) == 0
+                 "--n-estimators", "20", "--ground-truth", str(gt)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("train churn: version ") and "roc_auc=" in out
+    assert out.startswith("train churn: version ")
+    for line in ("all customers model", "all customers recency baseline",
+                 "all customers oracle (true hazard)", "recent buyers (<= 92 d) model",
+                 "recent buyers (<= 92 d) oracle (true hazard)"):
+        assert line in out, out
+    with open_warehouse(str(wh)) as w:
+        got = {r["metric"] for r in w.query(f"SELECT metric FROM {w.ref('model_metrics')}")}
+    assert {"roc_auc", "baseline_recency_roc_auc", "oracle_roc_auc",
+            "roc_auc_recent_buyers", "baseline_recency_roc_auc_recent_buyers",
+            "oracle_roc_auc_recent_buyers", "gains_oracle_decile_01",
+            "calibration_bin_01_observed", "importance_recency_days"} <= got
     assert main(["train", "churn", "--warehouse", str(wh), "--models", str(models)]) == 0
     assert "younger than a quarter" in capsys.readouterr().out
     assert main(["predict", "churn", "--warehouse", str(wh), "--models", str(models)]) == 0

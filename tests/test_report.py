@@ -85,6 +85,18 @@ def fill_warehouse(path: Path, tables=None, seed: int = 3) -> Path:
                ("baseline_recency_roc_auc_recent_buyers", 0.58), ("roc_auc_uncalibrated", 0.8),
                ("brier_uncalibrated", 0.19), ("train_rows", 180.0), ("eval_rows", 40.0),
                ("eval_positive_rate", 0.45), ("mean_predicted", 0.5)]
+    metrics += [("baseline_recency_pr_auc", 0.5), ("oracle_roc_auc", 0.9), ("oracle_pr_auc", 0.8),
+                ("oracle_brier", 0.11), ("oracle_roc_auc_recent_buyers", 0.85),
+                ("pr_auc_recent_buyers", 0.6), ("oracle_pr_auc_recent_buyers", 0.7),
+                ("brier_recent_buyers", 0.17)]
+    for b in range(1, 11):
+        metrics += [(f"calibration_bin_{b:02d}_predicted", 0.05 + 0.09 * (b - 1)),
+                    (f"calibration_bin_{b:02d}_observed", 0.03 + 0.095 * (b - 1)),
+                    (f"calibration_bin_{b:02d}_rows", 4.0)]
+        for name, power in (("model", 0.6), ("baseline_recency", 0.8), ("oracle", 0.45)):
+            metrics.append((f"gains_{name}_decile_{b:02d}", round((b / 10) ** power, 4)))
+    metrics += [("importance_recency_days", 0.08), ("importance_promo_share", 0.03),
+                ("importance_failed_bookings_3m", 0.01)]
     metrics += [(f"roc_fpr_{i}", f) for i, f in enumerate((0.05, 0.2, 0.5))]
     metrics += [(f"roc_tpr_{i}", t) for i, t in enumerate((0.35, 0.7, 0.9))]
     metric_rows = [{"model": "churn", "model_version": "churn-2022Q1", "trained_at": trained,
@@ -92,8 +104,13 @@ def fill_warehouse(path: Path, tables=None, seed: int = 3) -> Path:
     metric_rows += [{"model": "churn", "model_version": "churn-2021Q4",
                      "trained_at": trained - dt.timedelta(days=90), "metric": m, "value": v}
                     for m, v in (("roc_auc", 0.78), ("pr_auc", 0.6), ("brier", 0.18))]
-    metric_rows.append({"model": "popularity", "model_version": "pop-1", "trained_at": trained,
-                        "metric": "spearman", "value": 0.4})
+    metric_rows += [{"model": "popularity", "model_version": "pop-1", "trained_at": trained,
+                     "metric": m, "value": v}
+                    for m, v in (("spearman", 0.4), ("ranking_spearman", 0.62),
+                                 ("ranking_ndcg_at_10", 0.89), ("baseline_add_to_cart_spearman", 0.63),
+                                 ("baseline_add_to_cart_ndcg_at_10", 0.88),
+                                 ("true_demand_spearman", 0.77), ("true_demand_ndcg_at_10", 0.93),
+                                 ("ranking_eval_periods", 7.0))]
 
     by_table = {
         "daily_sales": daily_rows, "sales_facts": sales,
@@ -144,9 +161,10 @@ def _figure(html: str, div_id: str) -> dict:
 
 
 def test_report_has_every_section_and_chart(report_html):
-    for sid in ("sales", "top", "map", "churn", "model"):
+    for sid in ("sales", "top", "map", "churn", "model", "popularity"):
         assert _section(report_html, sid).startswith("ok|"), sid
-    for chart in ("chart-sales-daily", "chart-sales-category", "chart-sales-payment",
+    for chart in ("chart-churn-eval", "chart-churn-calibration", "chart-churn-gains",
+                  "chart-churn-importance", "chart-popularity-eval", "chart-sales-daily", "chart-sales-category", "chart-sales-payment",
                   "chart-top-products", "chart-top-brands", "chart-top-subcategories",
                   "chart-engagement", "chart-map", "chart-province-revenue",
                   "chart-churn-trend", "chart-churn-risk-distribution", "chart-churn-segments",
@@ -173,7 +191,7 @@ def test_report_values_come_from_the_warehouse(report_html, warehouse):
     assert metrics[1]["name"] == "baseline (recency)"
     base = dict(zip(x, metrics[1]["y"]))
     assert base["roc_auc"] == 0.62 and base["roc_auc_recent_buyers"] == 0.58
-    assert base["pr_auc"] is None
+    assert base["pr_auc"] == 0.5 and base["brier"] is None
     versions = _figure(report_html, "chart-model-versions")
     assert versions[0]["x"] == ["churn-2021Q4", "churn-2022Q1"] and versions[0]["y"] == [0.78, 0.81]
     prov = _figure(report_html, "chart-map")[-1]
@@ -182,6 +200,57 @@ def test_report_values_come_from_the_warehouse(report_html, warehouse):
     seg = _figure(report_html, "chart-churn-segments")
     assert {"observed churn rate", "mean predicted risk"} == {t["name"] for t in seg}
     assert set(seg[0]["x"]) == {"F", "M"}
+
+
+def _latest(wh, model: str) -> dict:
+    """metric → value of the newest version of ``model``, straight from SQL."""
+    rows = wh.query("SELECT metric, value FROM model_metrics WHERE model = '%s' AND "
+                    "model_version = (SELECT model_version FROM model_metrics WHERE model = '%s' "
+                    "ORDER BY trained_at DESC, model_version DESC LIMIT 1)" % (model, model))
+    return {r["metric"]: r["value"] for r in rows}
+
+
+def test_churn_evaluation_charts_equal_sql(report_html, warehouse):
+    with open_warehouse(str(warehouse)) as wh:
+        m = _latest(wh, "churn")
+    ev = {t["name"]: dict(zip(t["x"], t["y"])) for t in _figure(report_html, "chart-churn-eval")}
+    assert set(ev) == {"model", "recency baseline (floor)", "oracle: true hazard (ceiling)"}
+    for label, prefix in (("model", ""), ("recency baseline (floor)", "baseline_recency_"),
+                          ("oracle: true hazard (ceiling)", "oracle_")):
+        assert ev[label]["ROC-AUC · all customers"] == m[f"{prefix}roc_auc"]
+        assert ev[label]["ROC-AUC · recent buyers"] == m[f"{prefix}roc_auc_recent_buyers"]
+        assert ev[label]["PR-AUC · all customers"] == m[f"{prefix}pr_auc"]
+    assert ev["recency baseline (floor)"]["PR-AUC · recent buyers"] is None   # not stored
+    table = re.search(r'<table class="data churn-eval">(.*?)</table>', report_html, re.S).group(1)
+    assert f"{m['oracle_brier']:.4f}" in table and f"{m['brier']:.4f}" in table
+    cal = _figure(report_html, "chart-churn-calibration")[1]
+    assert cal["x"] == [m[f"calibration_bin_{b:02d}_predicted"] for b in range(1, 11)]
+    assert cal["y"] == [m[f"calibration_bin_{b:02d}_observed"] for b in range(1, 11)]
+    gains = {t["name"]: t for t in _figure(report_html, "chart-churn-gains")
+             if t["type"] == "scatter" and t["name"] != "random"}
+    assert gains["oracle: true hazard (ceiling)"]["y"][1:] == [
+        m[f"gains_oracle_decile_{b:02d}"] for b in range(1, 11)]
+    lift = [t for t in _figure(report_html, "chart-churn-gains") if t["type"] == "bar"]
+    assert lift[0]["y"][0] == pytest.approx(m["gains_model_decile_01"] / 0.1)
+    imp = _figure(report_html, "chart-churn-importance")[0]
+    assert dict(zip(imp["y"], imp["x"])) == {k[len("importance_"):]: v for k, v in m.items()
+                                             if k.startswith("importance_")}
+    assert imp["y"][-1] == "recency_days"                  # the largest on top
+    generic = _figure(report_html, "chart-model-metrics")[0]["x"]
+    assert not [x for x in generic if x.startswith(("oracle_", "gains_", "calibration_"))]
+
+
+def test_popularity_evaluation_equals_sql(report_html, warehouse):
+    with open_warehouse(str(warehouse)) as wh:
+        m = _latest(wh, "popularity")
+    fig = {t["name"]: dict(zip(t["x"], t["y"]))
+           for t in _figure(report_html, "chart-popularity-eval")}
+    for label, prefix in (("weighted popularity score", "ranking"),
+                          ("add-to-cart count alone", "baseline_add_to_cart"),
+                          ("true demand (ceiling)", "true_demand")):
+        assert fig[label] == {"Spearman": m[f"{prefix}_spearman"],
+                              "NDCG@10": m[f"{prefix}_ndcg_at_10"]}
+    assert f"{m['ranking_eval_periods']:.0f}" in _section(report_html, "popularity")
 
 
 def test_report_is_self_contained(report_html):
@@ -211,7 +280,7 @@ def test_missing_tables_say_not_available(tmp_path):
     assert "churn_features and churn_predictions do not exist yet" in _section(html, "churn")
     assert "orders are summed" in _section(html, "sales").lower()
     empty = build_report(str(fill_warehouse(tmp_path / "empty.duckdb", tables=set())))
-    assert empty.count('data-status="unavailable"') == 5
+    assert empty.count('data-status="unavailable"') == 6
 
 
 def test_cli_writes_report_and_prints_path(warehouse, tmp_path, capsys):
