@@ -82,7 +82,8 @@ def flex_launch(gcs, image_root: Path, kind: str, params: dict, job_name: str):
     argv = [f"--{k}={v}" for k, v in params.items()] + [
         "--runner=DataflowRunner", "--project=fake-proj", "--region=asia-southeast2",
         f"--job_name={job_name}", f"--temp_location={base}/tmp",
-        f"--staging_location={base}/staging", f"--template_location={job_object}"]
+        f"--staging_location={base}/staging", f"--template_location={job_object}",
+        "--sdk_location=container"]
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "SHOPSTREAM_PIPELINE", "PYTHONSTARTUP")}
     env.update(env_image)

@@ -147,3 +147,18 @@ def test_every_refresh_writes_the_newest_snapshot_once_per_refresh():
     with beam.Pipeline(options=opts) as p:
         out = p | stream | EveryRefresh(30)
         assert_that(out, equal_to([["a3"], ["b1"]]))
+
+
+def test_a_failing_snapshot_write_in_a_live_job_is_logged_not_retried_forever(tmp_path, caplog):
+    """A live job's snapshot write that keeps failing gives up (the next refresh
+    rewrites the table) instead of failing the bundle, which Dataflow would retry
+    forever; a bounded run still fails loudly."""
+    from transforms import sinks
+
+    target = str(tmp_path)  # a folder: opening it as a DuckDB file fails
+    live = sinks._WriteSnapshotFn(target, "top10_brands", attempts=1, give_up=True)
+    assert list(live.process([{"rank": 1, "brand": "b", "popularity_score": 1.0}]) or []) == []
+    assert "top10_brands failed 1 times" in caplog.text
+    bounded = sinks._WriteSnapshotFn(target, "top10_brands", attempts=1)
+    with pytest.raises(Exception):
+        bounded.process([{"rank": 1, "brand": "b", "popularity_score": 1.0}])
