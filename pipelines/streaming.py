@@ -255,7 +255,10 @@ def option_names() -> List[str]:
 def _pipeline_options(args, beam_args: List[str], streaming: bool) -> PipelineOptions:
     flags = list(beam_args)
     if not any(a.startswith("--runner") for a in flags):
-        flags.append("--runner=DirectRunner")  # never let Beam try Prism (downloads, offline)
+        # Never let Beam try Prism (it downloads a binary: offline it fails, then falls
+        # back). Live, the DirectRunner ends up on the BundleBasedDirectRunner anyway.
+        flags.append("--runner=BundleBasedDirectRunner" if getattr(args, "subscription", None)
+                     else "--runner=DirectRunner")
     if streaming and "--streaming" not in flags:
         flags.append("--streaming")
     streaming = streaming or "--streaming" in flags
@@ -283,6 +286,10 @@ def _pipeline_options(args, beam_args: List[str], streaming: bool) -> PipelineOp
 
 
 def run_pipeline(opts: PipelineOptions, wait: bool = True):
+    if "Direct" in str(opts.view_as(StandardOptions).runner or "DirectRunner"):
+        from pipelines import direct_runner_fix
+
+        direct_runner_fix.apply()
     p = beam.Pipeline(options=opts)
     built = build_pipeline(p, opts.view_as(ShopstreamStreamingOptions))
     spill = built.get("spill_dir")

@@ -67,7 +67,7 @@ from transforms.records import ClickEvent, DeadLetter, dead_letter, format_time_
 from transforms.sessionize import (DEFAULT_DEDUP_TTL, DEFAULT_INFERABLE, DEFAULT_LOOKBACK,
                                    DEFAULT_VISIT_GAP, SessionBatch, SessionCtx,
                                    accepted_adds, advance, drop_duplicates, enrich_session,
-                                   gap_us, sort_key)
+                                   gap_us, sort_key, TIME)
 
 ENRICHED = "enriched"
 DUPLICATES = "duplicates"
@@ -99,7 +99,7 @@ def _timer_us(us: int) -> int:
 
 def _key_by_session(event: ClickEvent) -> Tuple[str, tuple]:
     # A plain tuple: FastPrimitivesCoder encodes it without type headers.
-    return event[0], tuple(event)
+    return event.session_id, tuple(event)
 
 
 class _Counters:
@@ -125,12 +125,12 @@ class _Counters:
         for e in duplicates:
             self.duplicate.inc()
             yield beam.pvalue.TaggedOutput(DUPLICATES, window.TimestampedValue(
-                ClickEvent._make(e), Timestamp(micros=e[3])))
+                ClickEvent._make(e), Timestamp(micros=e[TIME])))
         for e, reason in late:
             self.late.inc()
             yield beam.pvalue.TaggedOutput(LATE, window.TimestampedValue(
                 dead_letter(DEAD_LETTER_SOURCE, event_to_json(e), reason),
-                Timestamp(micros=e[3])))
+                Timestamp(micros=e[TIME])))
 
 
 class SessionizeFn(beam.DoFn):
@@ -178,7 +178,7 @@ class SessionizeFn(beam.DoFn):
                 arrivals.append(payload)
         f, c = (ctx.flush_at, ctx.close_at) if ctx is not None else (None, None)
         for e in arrivals:
-            nf, nc = _timer_us(e[3] + 1), _timer_us(e[3] + self._gap + 1)
+            nf, nc = _timer_us(e[TIME] + 1), _timer_us(e[TIME] + self._gap + 1)
             if f is None or nf < f:
                 f = nf
             if c is None or nc > c:
@@ -194,7 +194,7 @@ class SessionizeFn(beam.DoFn):
         if armed is None:
             armed = self._split(state.read())[2]
         f, c = armed
-        t = event[3]
+        t = event[TIME]
         nf = _timer_us(t + 1)             # the earliest this arrival lets anything settle
         if f is None or nf < f:
             f = nf
@@ -260,7 +260,7 @@ class EnrichSessionFn(beam.DoFn):
         events = sorted(events, key=sort_key)
         unique, duplicates = drop_duplicates(events)
         enriched = enrich_session(unique, self.visit_gap, self.lookback, self.inferable)
-        visits = 1 + sum(1 for a, b in zip(unique, unique[1:]) if b[3] - a[3] > self._g)
+        visits = 1 + sum(1 for a, b in zip(unique, unique[1:]) if b[TIME] - a[TIME] > self._g)
         return self._counters.outputs(enriched, duplicates, (), visits if unique else 0,
                                       accepted_adds(unique))
 
@@ -306,7 +306,7 @@ class EnrichBucketFn(beam.DoFn):
             valid += len(enriched)
             inferred += sum(e.product_id_inferred for e in enriched)
             if unique:
-                visits += 1 + sum(1 for a, b in zip(unique, unique[1:]) if b[3] - a[3] > g)
+                visits += 1 + sum(1 for a, b in zip(unique, unique[1:]) if b[TIME] - a[TIME] > g)
             out.extend(enriched)
             adds.extend(accepted_adds(unique))
             if len(out) >= self.batch:
