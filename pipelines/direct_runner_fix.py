@@ -1,4 +1,6 @@
-"""One measured fix for the local DirectRunner (BundleBasedDirectRunner, the runner of
+"""Two measured fixes for the local DirectRunner.
+
+1. BundleBasedDirectRunner (BundleBasedDirectRunner, the runner of
 `shopstream stream` on a laptop and of the streaming tests): it re-derives every
 DoFn's state and timer specs — ``inspect.signature`` of every method — for every ParDo
 of every bundle (``should_execute_serially``, ``_ParDoEvaluator.start_bundle``). With
@@ -6,16 +8,27 @@ Pub/Sub delivering bundles of 10 messages that dominated the live graph's cost (
 ~45% of busy time on 2 cores, against ~3% spent in DoFn code).
 
 Specs are declared on the DoFn class (the defaults of its methods' parameters), so they
-are memoised per class here. Applied only to this process and only for local runs.
+are memoised per class here.
+
+2. FnApiRunner in this process (``replay --streaming``): its embedded SDK worker caches
+state with a fixed 100 MB ``StateCache`` that sizes every put with objsize, which first
+collects the ids of every loaded module's globals — ~7 ms a put here, 58% of a
+``replay --streaming`` run (py-spy). The state lives in the same process anyway, so
+the cache is turned off (``STATE_CACHE_SIZE_MB = 0``): reads go to the in-memory state.
+
+Applied only to this process and only for local runs (``pipelines.streaming``).
 """
 from __future__ import annotations
 
 
 
 def apply() -> None:
-    """Memoise ``get_dofn_specs`` / ``is_stateful_dofn`` per DoFn class (idempotent)."""
+    """Memoise DoFn specs per class; no embedded state cache (idempotent)."""
     from apache_beam.runners.direct import transform_evaluator
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
     from apache_beam.transforms import userstate
+
+    worker_handlers.STATE_CACHE_SIZE_MB = 0
 
     if getattr(userstate.get_dofn_specs, "memoised_by_shopstream", False):
         return
