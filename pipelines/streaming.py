@@ -68,7 +68,7 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
 
     # ---- sources (every file reader dead-letters events beyond --max-future itself)
     dead: List[beam.PCollection] = []
-    spill = None
+    spill = progress = None
     if live:
         dataflow = "Dataflow" in str(p.options.view_as(StandardOptions).runner or "")
         id_label = "event_id" if dataflow else None  # the DirectRunner rejects id_label
@@ -95,13 +95,16 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
         # per-bucket session lists — one shuffle of a few thousand elements, and batches
         # of enriched events (not single events) from there on.
         spill = _spill_dir(p.options)
-        clicks = p | "ReadClicks" >> sources.ReadTableChunks(
-            _require(sources.find_table_files(opts.input, "click_stream"), "click_stream", opts.input),
-            "click_stream", buckets=sources.SESSION_BUCKETS, spill_dir=spill,
-            max_future=opts.max_future)
+        click_files = _require(sources.find_table_files(opts.input, "click_stream"),
+                               "click_stream", opts.input)
         order_files = sources.find_table_files(opts.input, "transactions")
+        progress = (f"{spill}/progress", sources.input_bytes(click_files + order_files))
+        clicks = p | "ReadClicks" >> sources.ReadTableChunks(
+            click_files, "click_stream", buckets=sources.SESSION_BUCKETS, spill_dir=spill,
+            max_future=opts.max_future, progress_dir=progress[0])
         orders = (p | "ReadOrders" >> sources.ReadTableChunks(
-            order_files, "transactions", max_future=opts.max_future) if order_files else None)
+            order_files, "transactions", max_future=opts.max_future,
+            progress_dir=progress[0]) if order_files else None)
     if not live:
         dead += [clicks["dead"]] + ([orders["dead"]] if orders is not None else [])
         clicks = clicks["records"]
@@ -193,7 +196,7 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
             (all_time | f"Rows_{table}" >> beam.Map(top10_rows, table)
              | f"Write_{table}" >> snapshot_sink(table))
     return {"enriched": enriched, "snapshots": snapshots, "dead": dead_all,
-            "transactions": transactions, "spill_dir": spill, "mode": mode,
+            "transactions": transactions, "spill_dir": spill, "mode": mode, "progress": progress,
             "staged": (f"{spill}/warehouse", staged) if staged else None}
 
 
@@ -293,6 +296,7 @@ def run_pipeline(opts: PipelineOptions, wait: bool = True):
     p = beam.Pipeline(options=opts)
     built = build_pipeline(p, opts.view_as(ShopstreamStreamingOptions))
     spill = built.get("spill_dir")
+    bar = _ProgressBar(*built["progress"]) if built.get("progress") and wait else None
     try:
         result = p.run()
         result.sessionize_mode = built["mode"]
@@ -305,9 +309,39 @@ def run_pipeline(opts: PipelineOptions, wait: bool = True):
                                            folder, tables)
                 log.info("loaded staged tables in %.1fs: %s", time.time() - t0, loaded)
     finally:
+        if bar is not None:
+            bar.close()
         if spill and wait:
             sources.delete_spill(spill)
     return result
+
+
+class _ProgressBar:
+    """One tqdm bar for the parse stage of a bounded replay (bytes of input parsed, as
+    marked by the workers), on a terminal only."""
+
+    def __init__(self, folder: str, total: int):
+        import threading
+
+        from tqdm import tqdm
+
+        self.folder = folder
+        self.bar = tqdm(total=total, unit="B", unit_scale=True, desc="replay: parse",
+                        file=sys.stderr, disable=not sys.stderr.isatty())
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self):
+        while not self.stop.wait(0.5):
+            self.bar.n = min(self.bar.total, sources.progress_bytes(self.folder))
+            self.bar.refresh()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        self.bar.n = min(self.bar.total, sources.progress_bytes(self.folder))
+        self.bar.close()
 
 
 class _DropWorkerArgWarnings(logging.Filter):
