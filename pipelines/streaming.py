@@ -1,20 +1,19 @@
-"""The streaming pipeline: one graph for historical replay and for live Pub/Sub.
+"""The streaming pipeline: one graph for live Pub/Sub and for a rehearsal on files.
 
-    clicks ─ Parse ─ Sessionize (dedup, visits, dwell, inference) ─┬─ events_enriched
-    orders ─ Parse ───────────────────────────────────────────────┤
-                                                                   └─ Engagement (1h/24h sliding,
-                                                                      all) ─ Rank ─ Redis, top-10s
+    clicks ─ Parse ─ max-future ─ Sessionize (dedup, visits, dwell, inference) ─┬─ events_enriched
+    orders ─ Parse ─ max-future ─ booking_id dedup ─────────────────────────────┤
+                                         sliced engagement per shard ─ merge ─ Redis, top-10s
 Sources and sinks are chosen by options; the transforms in between never know which.
-
-A bounded replay (``shopstream replay``, not ``--streaming``) takes a batch shape of the
-same semantics (measured ~2x faster, peak memory bounded by a bucket, not the data):
-files are read in byte ranges and parsed straight into compact per-bucket session lists
-spilled to a temporary folder (``sources.ReadTableChunks``) — the one shuffle carries
-only file references — then ``sessions.SessionizeBuckets`` enriches whole sessions into
-*lists* of events, ``ProductEngagement(batched=True)`` reduces each list to a partial
-table, and a DuckDB warehouse is staged as Parquet and loaded once after the run. On
-the DirectRunner it uses one worker process per core (up to 2) unless
-``--direct_num_workers`` / ``--direct_running_mode`` say otherwise.
+``shopstream stream`` and ``shopstream replay --streaming`` run this graph (README "The
+streaming graph"). ``--sessionize`` picks the Sessionize implementation, printed in the
+run summary: ``stateful`` (the graph above) or ``buckets`` (``auto`` for a bounded
+``replay``): a batch shape of the same semantics — files read in byte ranges and parsed
+straight into compact per-bucket session lists spilled to a temporary folder
+(``sources.ReadTableChunks``), whole sessions enriched per bucket
+(``sessions.SessionizeBuckets``), ``ProductEngagement(batched=True)`` and the same
+two-stage ranking; a DuckDB warehouse is staged as Parquet and loaded once after the
+run, on one worker process per core (up to 2). Both emit ``SessionBatch`` elements and
+give identical tables (tests/test_streaming_rehearsal.py).
 """
 from __future__ import annotations
 

@@ -3,10 +3,12 @@
 ``Sessionize`` turns a PCollection of :class:`~transforms.records.ClickEvent` (elements
 carry their event time as Beam timestamp) into
 
-* ``"enriched"`` — one :class:`~transforms.sessionize.EnrichedEvent` per distinct event,
-  timestamped at its event time, emitted as soon as it is *settled* (see
-  ``transforms/sessionize.py`` for the rule: once the watermark is past the last event
-  its dwell/inference look at, or past the end of its visit);
+* ``"enriched"`` — :class:`~transforms.sessionize.SessionBatch` elements (the one
+  element type of every mode): the ADD_TO_CART events accepted by a firing (``adds``,
+  at the first firing after they arrive, i.e. at once) and the
+  :class:`~transforms.sessionize.EnrichedEvent` of each distinct event as soon as it is
+  *settled* (``enriched``; see ``transforms/sessionize.py`` for the rule: once the
+  watermark is past the last event its dwell/inference look at, or past its visit end);
 * ``"duplicates"`` — redelivered events (an event_id already known for the session);
 * ``"late"`` — :class:`~transforms.records.DeadLetter` records (source ``"sessions"``,
   the event as a Fashion Campus JSON record, the reason) for events that arrive after
@@ -37,12 +39,10 @@ modules). So a session's whole state is ONE bag, ``process()`` never writes anyt
 a blind append, and a firing rewrites the bag once: a few state operations per session
 per bundle, independent of its number of events.
 
-Note for consumers: outputs carry event-time timestamps but are emitted when settled —
-up to ``max(1, lookback) * visit_gap`` of event time after the event while the
-watermark moves smoothly. Python timers cannot hold the output watermark
-(``OutputTimer.set`` has no output-timestamp parameter; on the DirectRunner outputs
-after a big watermark jump are late by the jump), so windowed aggregations downstream
-need ``allowed_lateness >= max(1, lookback) * visit_gap`` (plus watermark step).
+Note for consumers: a batch is stamped at its timer firing (at or after the events it
+holds); settled events leave up to ``max(1, lookback) * visit_gap`` of event time after
+they happened, adds at once. Consumers aggregate by the event times inside the batch
+(``transforms.slices``), not by element timestamps — no windowing downstream.
 
 After ``dedup_ttl`` the session's state is gone: a redelivery or a very late event is
 then indistinguishable from a new event and is emitted as (part of) a new visit — never
