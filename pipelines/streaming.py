@@ -1,20 +1,19 @@
-"""The streaming pipeline: one graph for historical replay and for live Pub/Sub.
+"""The streaming pipeline: one graph for live Pub/Sub and for a rehearsal on files.
 
-    clicks ─ Parse ─ Sessionize (dedup, visits, dwell, inference) ─┬─ events_enriched
-    orders ─ Parse ───────────────────────────────────────────────┤
-                                                                   └─ Engagement (1h/24h sliding,
-                                                                      all) ─ Rank ─ Redis, top-10s
+    clicks ─ Parse ─ max-future ─ Sessionize (dedup, visits, dwell, inference) ─┬─ events_enriched
+    orders ─ Parse ─ max-future ─ booking_id dedup ─────────────────────────────┤
+                                         sliced engagement per shard ─ merge ─ Redis, top-10s
 Sources and sinks are chosen by options; the transforms in between never know which.
-
-A bounded replay (``shopstream replay``, not ``--streaming``) takes a batch shape of the
-same semantics (measured ~2x faster, peak memory bounded by a bucket, not the data):
-files are read in byte ranges and parsed straight into compact per-bucket session lists
-spilled to a temporary folder (``sources.ReadTableChunks``) — the one shuffle carries
-only file references — then ``sessions.SessionizeBuckets`` enriches whole sessions into
-*lists* of events, ``ProductEngagement(batched=True)`` reduces each list to a partial
-table, and a DuckDB warehouse is staged as Parquet and loaded once after the run. On
-the DirectRunner it uses one worker process per core (up to 2) unless
-``--direct_num_workers`` / ``--direct_running_mode`` say otherwise.
+``shopstream stream`` and ``shopstream replay --streaming`` run this graph (README "The
+streaming graph"). ``--sessionize`` picks the Sessionize implementation, printed in the
+run summary: ``stateful`` (the graph above) or ``buckets`` (``auto`` for a bounded
+``replay``): a batch shape of the same semantics — files read in byte ranges and parsed
+straight into compact per-bucket session lists spilled to a temporary folder
+(``sources.ReadTableChunks``), whole sessions enriched per bucket
+(``sessions.SessionizeBuckets``), ``ProductEngagement(batched=True)`` and the same
+two-stage ranking; a DuckDB warehouse is staged as Parquet and loaded once after the
+run, on one worker process per core (up to 2). Both emit ``SessionBatch`` elements and
+give identical tables (tests/test_streaming_rehearsal.py).
 """
 from __future__ import annotations
 
@@ -68,7 +67,7 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
 
     # ---- sources (every file reader dead-letters events beyond --max-future itself)
     dead: List[beam.PCollection] = []
-    spill = None
+    spill = progress = None
     if live:
         dataflow = "Dataflow" in str(p.options.view_as(StandardOptions).runner or "")
         id_label = "event_id" if dataflow else None  # the DirectRunner rejects id_label
@@ -95,13 +94,16 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
         # per-bucket session lists — one shuffle of a few thousand elements, and batches
         # of enriched events (not single events) from there on.
         spill = _spill_dir(p.options)
-        clicks = p | "ReadClicks" >> sources.ReadTableChunks(
-            _require(sources.find_table_files(opts.input, "click_stream"), "click_stream", opts.input),
-            "click_stream", buckets=sources.SESSION_BUCKETS, spill_dir=spill,
-            max_future=opts.max_future)
+        click_files = _require(sources.find_table_files(opts.input, "click_stream"),
+                               "click_stream", opts.input)
         order_files = sources.find_table_files(opts.input, "transactions")
+        progress = (f"{spill}/progress", sources.input_bytes(click_files + order_files))
+        clicks = p | "ReadClicks" >> sources.ReadTableChunks(
+            click_files, "click_stream", buckets=sources.SESSION_BUCKETS, spill_dir=spill,
+            max_future=opts.max_future, progress_dir=progress[0])
         orders = (p | "ReadOrders" >> sources.ReadTableChunks(
-            order_files, "transactions", max_future=opts.max_future) if order_files else None)
+            order_files, "transactions", max_future=opts.max_future,
+            progress_dir=progress[0]) if order_files else None)
     if not live:
         dead += [clicks["dead"]] + ([orders["dead"]] if orders is not None else [])
         clicks = clicks["records"]
@@ -194,7 +196,7 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
             (all_time | f"Rows_{table}" >> beam.Map(top10_rows, table)
              | f"Write_{table}" >> snapshot_sink(table))
     return {"enriched": enriched, "snapshots": snapshots, "dead": dead_all,
-            "transactions": transactions, "spill_dir": spill, "mode": mode,
+            "transactions": transactions, "spill_dir": spill, "mode": mode, "progress": progress,
             "staged": (f"{spill}/warehouse", staged) if staged else None}
 
 
@@ -256,7 +258,10 @@ def option_names() -> List[str]:
 def _pipeline_options(args, beam_args: List[str], streaming: bool) -> PipelineOptions:
     flags = list(beam_args)
     if not any(a.startswith("--runner") for a in flags):
-        flags.append("--runner=DirectRunner")  # never let Beam try Prism (downloads, offline)
+        # Never let Beam try Prism (it downloads a binary: offline it fails, then falls
+        # back). Live, the DirectRunner ends up on the BundleBasedDirectRunner anyway.
+        flags.append("--runner=BundleBasedDirectRunner" if getattr(args, "subscription", None)
+                     else "--runner=DirectRunner")
     if streaming and "--streaming" not in flags:
         flags.append("--streaming")
     streaming = streaming or "--streaming" in flags
@@ -284,9 +289,14 @@ def _pipeline_options(args, beam_args: List[str], streaming: bool) -> PipelineOp
 
 
 def run_pipeline(opts: PipelineOptions, wait: bool = True):
+    if "Direct" in str(opts.view_as(StandardOptions).runner or "DirectRunner"):
+        from pipelines import direct_runner_fix
+
+        direct_runner_fix.apply()
     p = beam.Pipeline(options=opts)
     built = build_pipeline(p, opts.view_as(ShopstreamStreamingOptions))
     spill = built.get("spill_dir")
+    bar = _ProgressBar(*built["progress"]) if built.get("progress") and wait else None
     try:
         result = p.run()
         result.sessionize_mode = built["mode"]
@@ -299,9 +309,39 @@ def run_pipeline(opts: PipelineOptions, wait: bool = True):
                                            folder, tables)
                 log.info("loaded staged tables in %.1fs: %s", time.time() - t0, loaded)
     finally:
+        if bar is not None:
+            bar.close()
         if spill and wait:
             sources.delete_spill(spill)
     return result
+
+
+class _ProgressBar:
+    """One tqdm bar for the parse stage of a bounded replay (bytes of input parsed, as
+    marked by the workers), on a terminal only."""
+
+    def __init__(self, folder: str, total: int):
+        import threading
+
+        from tqdm import tqdm
+
+        self.folder = folder
+        self.bar = tqdm(total=total, unit="B", unit_scale=True, desc="replay: parse",
+                        file=sys.stderr, disable=not sys.stderr.isatty())
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self):
+        while not self.stop.wait(0.5):
+            self.bar.n = min(self.bar.total, sources.progress_bytes(self.folder))
+            self.bar.refresh()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        self.bar.n = min(self.bar.total, sources.progress_bytes(self.folder))
+        self.bar.close()
 
 
 class _DropWorkerArgWarnings(logging.Filter):

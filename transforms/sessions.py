@@ -3,10 +3,12 @@
 ``Sessionize`` turns a PCollection of :class:`~transforms.records.ClickEvent` (elements
 carry their event time as Beam timestamp) into
 
-* ``"enriched"`` — one :class:`~transforms.sessionize.EnrichedEvent` per distinct event,
-  timestamped at its event time, emitted as soon as it is *settled* (see
-  ``transforms/sessionize.py`` for the rule: once the watermark is past the last event
-  its dwell/inference look at, or past the end of its visit);
+* ``"enriched"`` — :class:`~transforms.sessionize.SessionBatch` elements (the one
+  element type of every mode): the ADD_TO_CART events accepted by a firing (``adds``,
+  at the first firing after they arrive, i.e. at once) and the
+  :class:`~transforms.sessionize.EnrichedEvent` of each distinct event as soon as it is
+  *settled* (``enriched``; see ``transforms/sessionize.py`` for the rule: once the
+  watermark is past the last event its dwell/inference look at, or past its visit end);
 * ``"duplicates"`` — redelivered events (an event_id already known for the session);
 * ``"late"`` — :class:`~transforms.records.DeadLetter` records (source ``"sessions"``,
   the event as a Fashion Campus JSON record, the reason) for events that arrive after
@@ -37,12 +39,10 @@ modules). So a session's whole state is ONE bag, ``process()`` never writes anyt
 a blind append, and a firing rewrites the bag once: a few state operations per session
 per bundle, independent of its number of events.
 
-Note for consumers: outputs carry event-time timestamps but are emitted when settled —
-up to ``max(1, lookback) * visit_gap`` of event time after the event while the
-watermark moves smoothly. Python timers cannot hold the output watermark
-(``OutputTimer.set`` has no output-timestamp parameter; on the DirectRunner outputs
-after a big watermark jump are late by the jump), so windowed aggregations downstream
-need ``allowed_lateness >= max(1, lookback) * visit_gap`` (plus watermark step).
+Note for consumers: a batch is stamped at its timer firing (at or after the events it
+holds); settled events leave up to ``max(1, lookback) * visit_gap`` of event time after
+they happened, adds at once. Consumers aggregate by the event times inside the batch
+(``transforms.slices``), not by element timestamps — no windowing downstream.
 
 After ``dedup_ttl`` the session's state is gone: a redelivery or a very late event is
 then indistinguishable from a new event and is emitted as (part of) a new visit — never
@@ -67,7 +67,7 @@ from transforms.records import ClickEvent, DeadLetter, dead_letter, format_time_
 from transforms.sessionize import (DEFAULT_DEDUP_TTL, DEFAULT_INFERABLE, DEFAULT_LOOKBACK,
                                    DEFAULT_VISIT_GAP, SessionBatch, SessionCtx,
                                    accepted_adds, advance, drop_duplicates, enrich_session,
-                                   gap_us, sort_key)
+                                   gap_us, sort_key, TIME)
 
 ENRICHED = "enriched"
 DUPLICATES = "duplicates"
@@ -99,7 +99,7 @@ def _timer_us(us: int) -> int:
 
 def _key_by_session(event: ClickEvent) -> Tuple[str, tuple]:
     # A plain tuple: FastPrimitivesCoder encodes it without type headers.
-    return event[0], tuple(event)
+    return event.session_id, tuple(event)
 
 
 class _Counters:
@@ -125,12 +125,12 @@ class _Counters:
         for e in duplicates:
             self.duplicate.inc()
             yield beam.pvalue.TaggedOutput(DUPLICATES, window.TimestampedValue(
-                ClickEvent._make(e), Timestamp(micros=e[3])))
+                ClickEvent._make(e), Timestamp(micros=e[TIME])))
         for e, reason in late:
             self.late.inc()
             yield beam.pvalue.TaggedOutput(LATE, window.TimestampedValue(
                 dead_letter(DEAD_LETTER_SOURCE, event_to_json(e), reason),
-                Timestamp(micros=e[3])))
+                Timestamp(micros=e[TIME])))
 
 
 class SessionizeFn(beam.DoFn):
@@ -178,7 +178,7 @@ class SessionizeFn(beam.DoFn):
                 arrivals.append(payload)
         f, c = (ctx.flush_at, ctx.close_at) if ctx is not None else (None, None)
         for e in arrivals:
-            nf, nc = _timer_us(e[3] + 1), _timer_us(e[3] + self._gap + 1)
+            nf, nc = _timer_us(e[TIME] + 1), _timer_us(e[TIME] + self._gap + 1)
             if f is None or nf < f:
                 f = nf
             if c is None or nc > c:
@@ -194,7 +194,7 @@ class SessionizeFn(beam.DoFn):
         if armed is None:
             armed = self._split(state.read())[2]
         f, c = armed
-        t = event[3]
+        t = event[TIME]
         nf = _timer_us(t + 1)             # the earliest this arrival lets anything settle
         if f is None or nf < f:
             f = nf
@@ -260,7 +260,7 @@ class EnrichSessionFn(beam.DoFn):
         events = sorted(events, key=sort_key)
         unique, duplicates = drop_duplicates(events)
         enriched = enrich_session(unique, self.visit_gap, self.lookback, self.inferable)
-        visits = 1 + sum(1 for a, b in zip(unique, unique[1:]) if b[3] - a[3] > self._g)
+        visits = 1 + sum(1 for a, b in zip(unique, unique[1:]) if b[TIME] - a[TIME] > self._g)
         return self._counters.outputs(enriched, duplicates, (), visits if unique else 0,
                                       accepted_adds(unique))
 
@@ -306,7 +306,7 @@ class EnrichBucketFn(beam.DoFn):
             valid += len(enriched)
             inferred += sum(e.product_id_inferred for e in enriched)
             if unique:
-                visits += 1 + sum(1 for a, b in zip(unique, unique[1:]) if b[3] - a[3] > g)
+                visits += 1 + sum(1 for a, b in zip(unique, unique[1:]) if b[TIME] - a[TIME] > g)
             out.extend(enriched)
             adds.extend(accepted_adds(unique))
             if len(out) >= self.batch:

@@ -29,6 +29,7 @@ live only); a bounded input's end fires the final parts.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
@@ -371,15 +372,21 @@ def parts_of_table(engagements: Mapping[int, Engagement], horizon: str, end_us, 
 def load_products(source) -> Dict[int, Any]:
     """``{id: Product}`` from a dict (tests) or product table paths (read by the worker
     in ``setup``: timer callbacks have no side inputs; bad rows are dead-lettered by the
-    pipeline's own ReadProducts step)."""
+    pipeline's own ReadProducts step). Read once per process and paths (the local
+    runner sets a DoFn up for every bundle)."""
     if source is None:
         return {}
     if isinstance(source, Mapping):
         return dict(source)
+    return _read_products(tuple(source))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_products(paths: Tuple[str, ...]) -> Dict[int, Any]:
     from transforms.records import DeadLetter, read_csv_records
 
     out = {}
-    for path in source:
+    for path in paths:
         for rec in read_csv_records(path, "product"):
             if not isinstance(rec, DeadLetter):
                 out[rec.id] = rec
@@ -442,9 +449,9 @@ class _ShardFn(beam.DoFn):
         prods = self.products
         for h in HORIZONS:
             view = t.view(h, None if HORIZON_US[h] is None else end)
-            yield make_part(key, h, None if HORIZON_US[h] is None else end, view, prods,
-                            self.weights, self.top_n,
-                            with_table=self.with_table and HORIZON_US[h] is None)
+            yield h, make_part(key, h, None if HORIZON_US[h] is None else end, view, prods,
+                               self.weights, self.top_n,
+                               with_table=self.with_table and HORIZON_US[h] is None)
             self.parts.inc()
         nxt = None
         if last_end is not None and end < last_end:
@@ -490,7 +497,7 @@ class SlicedRankings(beam.PTransform):
     :class:`~transforms.rankings.RankingSnapshot` per horizon, as they change.
 
     Labels: ``Contributions``, ``OrderContributions``, ``AllContributions``,
-    ``ShardState``, ``KeyByHorizon``, ``MergeShards``."""
+    ``ShardState``, ``MergeShards`` (and ``GlobalWindow`` for windowed input)."""
 
     def __init__(self, products, weights=None, *, top_n: int = 50,
                  slice_seconds: int = DEFAULT_SLICE_SECONDS, shards: int = DEFAULT_SHARDS,
@@ -518,12 +525,12 @@ class SlicedRankings(beam.PTransform):
         if orders is not None:
             parts.append(orders | "OrderContributions" >> beam.FlatMap(
                 lambda t: by_shard(order_contributions(t), n)).with_output_types(KV[int, Any]))
-        keyed = (tuple(parts) | "AllContributions" >> beam.Flatten()
-                 | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows()))
+        keyed = tuple(parts) | "AllContributions" >> beam.Flatten()
+        if not isinstance(keyed.windowing.windowfn, window.GlobalWindows):
+            keyed = keyed | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
+        # Parts leave the shard step keyed by horizon (one step fewer per bundle).
         shard_parts = keyed | "ShardState" >> beam.ParDo(_ShardFn(
             self.weights, self.top_n, self.slice_us, self.refresh_us, self.decay,
-            self.with_table, self.products))
-        return (shard_parts
-                | "KeyByHorizon" >> beam.Map(lambda p: (p.horizon, p)).with_output_types(
-                    KV[str, Any])
-                | "MergeShards" >> beam.ParDo(_MergeFn(self.weights, self.top_n, self.products)))
+            self.with_table, self.products)).with_output_types(KV[str, Any])
+        return shard_parts | "MergeShards" >> beam.ParDo(
+            _MergeFn(self.weights, self.top_n, self.products))

@@ -334,11 +334,13 @@ class ParseChunks(beam.DoFn):
 
     def __init__(self, kind: str, buckets: int = 0, timestamped: bool = True,
                  spill_dir: Optional[str] = None, sizes: Optional[dict] = None,
+                 progress_dir: Optional[str] = None,
                  max_future: float = DEFAULT_MAX_FUTURE):
         self.kind, self.buckets, self.timestamped = kind, buckets, timestamped
         self.max_future = max_future
         self.spill_dir = spill_dir
-        self.sizes = sizes or {}  # path → bytes, for the progress lines
+        self.sizes = sizes or {}  # path → bytes
+        self.progress_dir = progress_dir
         self.meta_cache: dict = {}
         self.read = Metrics.counter("shopstream", f"{kind}_read")
         self.valid = Metrics.counter("shopstream", f"{kind}_valid")
@@ -379,7 +381,7 @@ class ParseChunks(beam.DoFn):
                             shared.setdefault(source, source)) + tuple(rec[5:]))
         self.valid.inc(good)
         self.dead.inc(bad)
-        _progress(self.kind, path, end, self.sizes.get(path), good, bad)
+        _progress(self.progress_dir, path, start, end, self.sizes.get(path))
         if not n:
             return
         payloads = [(b, zlib.compress(pickle.dumps(sessions, protocol=pickle.HIGHEST_PROTOCOL), 1))
@@ -401,14 +403,38 @@ class ParseChunks(beam.DoFn):
         yield from refs
 
 
-def _progress(kind: str, path: str, end: int, size: Optional[int], good: int, bad: int) -> None:
-    """One progress line per parsed split on stderr (splits finish in any order)."""
-    if end is None:
-        where = "all of "  # a compressed file, read whole
-    else:
-        where = f"{end / size:5.1%} of " if size else "up to byte %d of " % end
-    print(f"replay progress: {kind} {where}{path.rsplit('/', 1)[-1]}: "
-          f"+{good:,} records, +{bad:,} dead-lettered", file=sys.stderr, flush=True)
+def _progress(folder: Optional[str], path: str, start: int, end: Optional[int],
+              size: Optional[int]) -> None:
+    """Mark a parsed split done: a file named after it holding the bytes it covered
+    (the launcher sums them into one progress bar, see :func:`progress_bytes`)."""
+    if not folder:
+        return
+    done = (end if end is not None else (size or 0)) - start
+    name = "%08x-%d" % (zlib.crc32(path.encode()), start)
+    with FileSystems.create(f"{folder.rstrip('/')}/{name}") as fh:
+        fh.write(str(done).encode())
+
+
+def progress_bytes(folder: str) -> int:
+    """Bytes of input parsed so far (splits marked by :class:`ParseChunks`)."""
+    import os
+
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    total = 0
+    for name in names:
+        try:
+            with open(os.path.join(folder, name)) as fh:
+                total += int(fh.read() or 0)
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def input_bytes(paths: Iterable[str]) -> int:
+    return sum(m.size_in_bytes for p in paths for m in FileSystems.match([p])[0].metadata_list)
 
 
 class ReadTableChunks(beam.PTransform):
@@ -421,11 +447,12 @@ class ReadTableChunks(beam.PTransform):
 
     def __init__(self, paths: Iterable[str], kind: str, buckets: int = 0,
                  chunk_bytes: int = CHUNK_BYTES, spill_dir: Optional[str] = None,
-                 max_future: float = DEFAULT_MAX_FUTURE):
+                 max_future: float = DEFAULT_MAX_FUTURE, progress_dir: Optional[str] = None):
         super().__init__()
         self.paths, self.kind, self.buckets = list(paths), kind, buckets
         self.chunk_bytes, self.spill_dir = chunk_bytes, spill_dir
         self.max_future = max_future
+        self.progress_dir = progress_dir
 
     def expand(self, pbegin):
         if not self.paths:
@@ -439,7 +466,7 @@ class ReadTableChunks(beam.PTransform):
                | "Splits" >> beam.Create(splits)  # reshuffled: spread over workers
                | "Parse" >> beam.ParDo(ParseChunks(
                    self.kind, self.buckets, spill_dir=self.spill_dir, sizes=sizes,
-                   max_future=self.max_future)).with_outputs(
+                   max_future=self.max_future, progress_dir=self.progress_dir)).with_outputs(
                    DEAD, main="records"))
         return {"records": out.records, "dead": out[DEAD]}
 

@@ -1,5 +1,7 @@
-"""Replay throughput and peak memory: `shopstream replay` vs the same SPEC §2 semantics
-in DuckDB SQL (tests/reference_sql.py), on the same generated files in the same run."""
+"""Replay throughput and peak memory: `shopstream replay` (bounded, bucketed sessions),
+`shopstream replay --streaming` (the live graph: stateful Sessionize, sliced sharded
+engagement) and the same SPEC §2 semantics in DuckDB SQL (tests/reference_sql.py), on
+the same generated files in the same run."""
 from __future__ import annotations
 
 import sys
@@ -18,7 +20,7 @@ print(len(r))
 """
 
 
-def run(sizes=(1_000_000, 5_000_000), extra_args=()) -> list:
+def run(sizes=(1_000_000, 5_000_000), extra_args=(), streaming_sizes=(1_000_000,)) -> list:
     """``sizes``: event counts of generated data sets; ``0`` means the real-size data
     set (SPEC §1: 100 000 customers, 44 446 products, 180 days, ~12 M events)."""
     rows = []
@@ -30,7 +32,13 @@ def run(sizes=(1_000_000, 5_000_000), extra_args=()) -> list:
                              str(data / "transactions.csv"), str(Path(tmp) / "ref.duckdb")])
             beam = run_timed([sys.executable, "-m", "pipelines.cli", "replay", "--input", str(data),
                               "--warehouse", str(Path(tmp) / "replay.duckdb"), *extra_args])
-        for name, r in (("duckdb_sql", ref), ("shopstream_replay", beam)):
+            runs = [("duckdb_sql", ref), ("shopstream_replay", beam)]
+            if size in streaming_sizes:
+                runs.append(("shopstream_replay_streaming", run_timed(
+                    [sys.executable, "-m", "pipelines.cli", "replay", "--input", str(data),
+                     "--warehouse", str(Path(tmp) / "streaming.duckdb"), "--streaming",
+                     *extra_args])))
+        for name, r in runs:
             rows.append({"bench": "replay", "impl": name, "events": events,
                          "seconds": r["seconds"], "events_per_s": events / r["seconds"],
                          "peak_rss_mb": r["peak_rss_mb"],
