@@ -56,7 +56,7 @@ class World:
     product_keywords: tuple  # SEARCH metadata strings, one per product
     cdf: MappingProxyType    # (customer gender, "buy"|"abandon") -> per week: cumulative weights
     week_shift: int          # weekday of the first day (Monday = 0): week = (day + shift) // 7
-    months: tuple            # calendar months touching the window: (first day, end day, "YYYY-MM-01")
+    months: tuple            # calendar months touching the window: (first, end, "YYYY-MM-01")
     filler_table: tuple
     approach_table: tuple
     quantity_table: tuple
