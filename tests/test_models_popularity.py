@@ -160,10 +160,23 @@ def test_run_train_from_the_warehouse_writes_the_artifact_and_metrics(tmp_path, 
     with open_warehouse(str(wh_path)) as wh:
         wh.write("events_enriched", events, "replace")
         wh.write("sales_facts", facts, "replace")
+    gt = tmp_path / "ground_truth"
+    gt.mkdir()
+    pids = sorted({e["product_id"] for e in events if e.get("product_id")})
+    first = min(e["event_time"] for e in events).date()
+    monday = first - dt.timedelta(days=first.weekday())
+    with open(gt / "product_demand.csv", "w") as fh:
+        fh.write("product_id,week_start,expected_units\n")
+        for w in range(30):
+            for i, pid in enumerate(pids):
+                fh.write(f"{pid},{monday + dt.timedelta(weeks=w)},{1.0 + i}\n")
     assert main(["train", "popularity", "--warehouse", str(wh_path), "--models", str(models),
-                 "--period", "week"]) == 0
+                 "--period", "week", "--ground-truth", str(gt)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("train popularity: version ") and "weights click_count=" in out
+    for label in ("weighted popularity score", "add-to-cart count alone",
+                  "true demand (ground truth)"):
+        assert label in out, out
     version = (models / "popularity" / "LATEST").read_text().strip()
     folder = models / "popularity" / version
     weights = json.loads((folder / "weights.json").read_text())
@@ -176,7 +189,8 @@ def test_run_train_from_the_warehouse_writes_the_artifact_and_metrics(tmp_path, 
     assert latest_model_weights(str(models)) == (weights, version)
     with open_warehouse(str(wh_path)) as wh:
         rows = wh.query("SELECT metric FROM model_metrics WHERE model = 'popularity'")
-    assert {"rmse", "baseline_rmse"} <= {r["metric"] for r in rows}
+    assert {"rmse", "baseline_rmse", "ranking_spearman", "ranking_ndcg_at_10",
+            "baseline_add_to_cart_ndcg_at_10", "true_demand_ndcg_at_10"} <= {r["metric"] for r in rows}
 
 
 def test_missing_events_table_is_a_clear_error(tmp_path, capsys):
