@@ -36,10 +36,10 @@ import hashlib
 import io
 import json
 import logging
+from types import MappingProxyType
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
-from types import MappingProxyType
 
 from models import artifacts
 

@@ -70,9 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of customers who are buyers (late joiners may still "
                              "never buy, so ~half the customers have no transaction)")
     parser.add_argument("--churn-rate", type=_non_negative, default=d.churn_rate, metavar="F",
-                        help="monthly churn hazard of a median buyer")
+                        help="scale of the monthly churn hazard (its intercept; the mean "
+                             "hazard comes out near this value, see HAZARD_WEIGHTS)")
     parser.add_argument("--failure-rate", type=_fraction, default=d.failure_rate, metavar="F",
-                        help="share of bookings whose payment fails")
+                        help="mean chance that a booking's payment fails (customers differ)")
     parser.add_argument("--workers", type=_positive_int, default=min(4, os.cpu_count() or 1),
                         metavar="N", help="worker processes (output is identical for any value)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")

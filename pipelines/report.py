@@ -516,7 +516,8 @@ def _churn_evaluation(values: Dict[str, float]) -> List[str]:
     parts: List[str] = ["<h3>Model, floor and ceiling on the later time slice</h3>"]
     side = Q.churn_side_by_side(values)
     scorers = [label for _, label in Q.CHURN_SCORERS]
-    present = [label for label in scorers if any(v is not None for _, _, s, v in side if s == label)]
+    present = [label for label in scorers
+               if any(v is not None for _, _, s, v in side if s == label)]
     keys = list(dict.fromkeys((p, m) for p, m, _, _ in side))
     rows = [[p, m] + [_fmt3(v) for pp, mm, sc, v in side if (pp, mm) == (p, m) and sc in present]
             for p, m in keys]

@@ -160,10 +160,23 @@ def test_run_train_from_the_warehouse_writes_the_artifact_and_metrics(tmp_path, 
     with open_warehouse(str(wh_path)) as wh:
         wh.write("events_enriched", events, "replace")
         wh.write("sales_facts", facts, "replace")
+    gt = tmp_path / "ground_truth"
+    gt.mkdir()
+    pids = sorted({e["product_id"] for e in events if e.get("product_id")})
+    first = min(e["event_time"] for e in events).date()
+    monday = first - dt.timedelta(days=first.weekday())
+    with open(gt / "product_demand.csv", "w") as fh:
+        fh.write("product_id,week_start,expected_units\n")
+        for w in range(30):
+            for i, pid in enumerate(pids):
+                fh.write(f"{pid},{monday + dt.timedelta(weeks=w)},{1.0 + i}\n")
     assert main(["train", "popularity", "--warehouse", str(wh_path), "--models", str(models),
-                 "--period", "week"]) == 0
+                 "--period", "week", "--ground-truth", str(gt)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("train popularity: version ") and "weights click_count=" in out
+    for label in ("weighted popularity score", "add-to-cart count alone",
+                  "true demand (ground truth)"):
+        assert label in out, out
     version = (models / "popularity" / "LATEST").read_text().strip()
     folder = models / "popularity" / version
     weights = json.loads((folder / "weights.json").read_text())
@@ -176,7 +189,8 @@ def test_run_train_from_the_warehouse_writes_the_artifact_and_metrics(tmp_path, 
     assert latest_model_weights(str(models)) == (weights, version)
     with open_warehouse(str(wh_path)) as wh:
         rows = wh.query("SELECT metric FROM model_metrics WHERE model = 'popularity'")
-    assert {"rmse", "baseline_rmse"} <= {r["metric"] for r in rows}
+    assert {"rmse", "baseline_rmse", "ranking_spearman", "ranking_ndcg_at_10",
+            "baseline_add_to_cart_ndcg_at_10", "true_demand_ndcg_at_10"} <= {r["metric"] for r in rows}
 
 
 def test_missing_events_table_is_a_clear_error(tmp_path, capsys):
@@ -185,3 +199,36 @@ def test_missing_events_table_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "popularity", "--warehouse", str(tmp_path / "w.duckdb"),
                  "--models", str(tmp_path / "m")]) == 2
     assert "no events_enriched table" in capsys.readouterr().err
+
+
+def test_ranking_metrics_by_hand():
+    import numpy as np
+
+    # one period, four products: next-period purchases 5, 3, 0, 1
+    raw = np.array([[0, 0, 1, 0, 0, 0], [0, 0, 4, 0, 0, 0], [0, 0, 2, 0, 0, 0],
+                    [0, 0, 3, 0, 0, 0]], dtype=float)
+    ds = pop.Dataset(raw, raw, np.array([5.0, 3.0, 0.0, 1.0]), np.array([7, 7, 7, 7]),
+                     np.array([1, 2, 3, 4]))
+    weighted = np.array([4.0, 3.0, 1.0, 2.0])                # the right order
+    demand = {(1, 8): 4.5, (2, 8): 2.9, (3, 8): 0.2, (4, 8): 1.1}
+    m = pop.ranking_metrics(ds, np.arange(4), weighted, demand, k=2)
+    assert m["ranking_spearman"] == pytest.approx(1.0)
+    assert m["ranking_ndcg_at_2"] == pytest.approx(1.0)
+    assert m["true_demand_spearman"] == pytest.approx(1.0)
+    assert m["baseline_add_to_cart_spearman"] < 0            # carts order them badly here
+    assert m["baseline_add_to_cart_ndcg_at_2"] < 1.0 and m["ranking_eval_periods"] == 1.0
+
+
+def test_read_demand_spreads_weeks_over_periods(tmp_path):
+    f = tmp_path / "product_demand.csv"
+    # 2021-01-04 is a Monday; 2w periods start on Mondays counted from 1970-01-05
+    f.write_text("product_id,week_start,expected_units\n9,2021-01-04,7.0\n9,2021-01-11,14.0\n")
+    weekly = pop.read_demand(str(tmp_path), "week")
+    assert sorted(weekly.values()) == [pytest.approx(7.0), pytest.approx(14.0)]
+    two = pop.read_demand(str(f), "2w")
+    assert sum(two.values()) == pytest.approx(21.0)
+    monthly = pop.read_demand(str(f), "month")
+    assert list(monthly.values()) == [pytest.approx(21.0)]   # both weeks lie in January
+    (tmp_path / "bad.csv").write_text("x\n1\n")
+    with pytest.raises(ValueError, match="expected_units"):
+        pop.read_demand(str(tmp_path / "bad.csv"), "2w")

@@ -31,12 +31,12 @@ class Knobs:
 
     sessions_per_month: float = 3.5   # median shopping sessions / 30 days, active buyer
     buyer_share: float = 0.55         # customers who are buyers (some never get to buy)
-    churn_rate: float = 0.10          # monthly churn hazard of a median buyer
-    failure_rate: float = 0.05        # share of bookings whose payment fails
+    churn_rate: float = 0.10          # scale of the monthly churn hazard (mean ~ this)
+    failure_rate: float = 0.05        # mean chance that a booking's payment fails
     browse_sessions_per_month: float = 0.6  # visits / 30 days of a non-buyer
     atc_per_round: float = 0.95       # extra adds (Poisson mean) beyond the first per booking
     filler_per_add: float = 2.3       # mean browsing events before each add
-    promo_share: float = 0.38         # booking rounds that apply a promo code
+    promo_share: float = 0.38         # typical chance that a booking round uses a promo
     break_prob: float = 0.02          # per-gap chance of a 31 min - 10 h pause (new visit)
     multiday_prob: float = 0.004      # per-gap chance of a 1-4 day pause
 
@@ -56,7 +56,7 @@ class World:
     product_keywords: tuple  # SEARCH metadata strings, one per product
     cdf: MappingProxyType    # (customer gender, "buy"|"abandon") -> per week: cumulative weights
     week_shift: int          # weekday of the first day (Monday = 0): week = (day + shift) // 7
-    months: tuple            # calendar months touching the window: (first day, end day, "YYYY-MM-01")
+    months: tuple            # calendar months touching the window: (first, end, "YYYY-MM-01")
     filler_table: tuple
     approach_table: tuple
     quantity_table: tuple
