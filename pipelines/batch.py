@@ -321,23 +321,18 @@ def find_inputs(root: str) -> Dict[str, List[str]]:
 
 
 def check_header(path: str, kind: str) -> Optional[str]:
-    """None if a CSV file starts with the expected header, else the reason."""
-    from transforms.sources import file_format
+    """None if a CSV file can be read (the expected header, no header, or empty), else
+    the reason (a header of other columns: see ``records.header_kind``)."""
+    from transforms.sources import file_format, first_csv_record
 
     if file_format(path) != "csv":
         return None
     try:
-        with FileSystems.open(path) as fh:
-            first = fh.readline().decode("utf-8", "replace")
+        first = first_csv_record(path)
     except Exception as exc:  # noqa: BLE001
         return f"cannot read {path}: {exc}"
-    import csv
-
-    header = next(csv.reader([first]), [])
-    header = [h.strip().lstrip("\ufeff") for h in header]
-    if tuple(header) != records.COLUMNS[kind]:
-        return (f"unexpected {kind} header in {path}; expected "
-                f"{','.join(records.COLUMNS[kind])}")
+    if first is not None and records.header_kind(kind, first) == records.WRONG_HEADER:
+        return records.wrong_header_reason(kind, path)
     return None
 
 
@@ -350,7 +345,7 @@ def build_pipeline(p: beam.Pipeline, opts: PipelineOptions, inputs: Optional[Dic
     ``inputs`` maps each kind to its files (default: found under ``--input``);
     ``staging`` is the folder for the Parquet output; ``churn_version`` (a version under
     ``--models``) adds churn scoring."""
-    from transforms.sources import ReadTableFiles
+    from transforms.sources import ReadSmallTable, ReadTableFiles
 
     o = opts.view_as(ShopstreamBatchOptions)
     inputs = inputs if inputs is not None else find_inputs(o.input)
@@ -365,7 +360,9 @@ def build_pipeline(p: beam.Pipeline, opts: PipelineOptions, inputs: Optional[Dic
         label = "".join(w.capitalize() for w in kind.split("_"))
         paths = inputs.get(kind) or []
         if paths:
-            out = p | f"Read{label}" >> ReadTableFiles(paths, kind, timestamped=False)
+            out = p | f"Read{label}" >> (
+                ReadSmallTable(paths, kind) if kind in ("product", "customer")
+                else ReadTableFiles(paths, kind, timestamped=False))
             parsed[kind] = out["records"] | f"CountValid{label}" >> beam.ParDo(
                 CountFn(f"{kind}_valid"))
             dead.append(out["dead"] | f"CountDead{label}" >> beam.ParDo(

@@ -7,7 +7,8 @@ import pickle
 import re
 import sys
 import zlib
-from typing import Iterable, List, Optional
+import logging
+from typing import Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -16,9 +17,13 @@ from apache_beam.transforms.window import TimestampedValue
 
 from transforms import records
 
+log = logging.getLogger(__name__)
+
 DEAD = "dead"
 #: How many lines one parse call handles; csv.reader over a batch is ~2× faster per line.
 PARSE_BATCH = 2000
+#: Bytes of a file one split (one read-and-parse call) covers (~60 k click lines).
+CHUNK_BYTES = 8 << 20
 
 
 def event_time_us(rec) -> int:
@@ -117,6 +122,16 @@ def parse_lines(kind: str, fmt: str, lines: List[str], meta_cache: Optional[dict
     elif meta_cache is not None and kind == "transactions":
         parse_fields = _parse_transaction_fields
     if fmt == "csv":
+        bad = records.text_problem("\n".join(lines))
+        if bad is not None:  # rare: find the records breaking the text rule, one by one
+            good = []
+            for line in lines:
+                reason = records.text_problem(line)
+                if reason:
+                    yield records.dead_letter(kind, line, reason)
+                else:
+                    good.append(line)
+            lines = good
         try:
             rows = list(csv.reader(lines))
         except csv.Error:  # fall back to one line at a time to isolate the bad one
@@ -180,12 +195,44 @@ class ParseMessages(beam.DoFn):
             yield rec  # the element's timestamp is the message's event_time attribute
 
 
-class ReadTableFiles(beam.PTransform):
-    """Read one Fashion Campus table from files; returns {"records", "dead"}."""
+def first_csv_record(path: str) -> Optional[List[str]]:
+    """The fields of a CSV file's first record (None for an empty file)."""
+    with FileSystems.open(path) as fh:
+        head = fh.read(_BOUNDARY_WINDOW)
+    recs = split_records(records.decode_text(head))
+    if not recs:
+        return None
+    return next(csv.reader([recs[0]]), [])
 
-    def __init__(self, paths: Iterable[str], kind: str, timestamped: bool = True):
+
+class _ReadSplits(beam.DoFn):
+    """A file split → batches of its records' text (quoted newlines kept whole, header
+    handled: :func:`read_split_records`); a wrong header → ``dead``."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def process(self, split):
+        path, start, end = split
+        recs, dead = read_split_records(path, start, end, self.kind, file_format(path))
+        for d in dead:
+            yield beam.pvalue.TaggedOutput(DEAD, d)
+        for i in range(0, len(recs), PARSE_BATCH):
+            yield recs[i:i + PARSE_BATCH]
+
+
+class ReadTableFiles(beam.PTransform):
+    """Read one Fashion Campus table from files; returns {"records", "dead"}.
+
+    Files are read in byte ranges (:func:`file_splits`) by the same reader as the bounded
+    replay, so invalid UTF-8, quoted newlines and header-less files get the same
+    treatment everywhere."""
+
+    def __init__(self, paths: Iterable[str], kind: str, timestamped: bool = True,
+                 chunk_bytes: int = CHUNK_BYTES):
         super().__init__()
         self.paths, self.kind, self.timestamped = list(paths), kind, timestamped
+        self.chunk_bytes = chunk_bytes
 
     def expand(self, pbegin):
         parsed_records, dead = [], []
@@ -193,36 +240,49 @@ class ReadTableFiles(beam.PTransform):
             raise ValueError(f"no {self.kind} files found")
         for i, path in enumerate(self.paths):
             fmt = file_format(path)
-            lines = (pbegin
-                     | f"Read{i}" >> beam.io.ReadFromText(path, skip_header_lines=1 if fmt == "csv" else 0)
-                     | f"Batch{i}" >> beam.BatchElements(min_batch_size=PARSE_BATCH,
-                                                         max_batch_size=PARSE_BATCH))
-            out = lines | f"Parse{i}" >> beam.ParDo(
+            read = (pbegin
+                    | f"Splits{i}" >> beam.Create(file_splits(path, self.chunk_bytes))
+                    | f"Read{i}" >> beam.ParDo(_ReadSplits(self.kind)).with_outputs(
+                        DEAD, main="lines"))
+            out = read.lines | f"Parse{i}" >> beam.ParDo(
                 ParseLines(self.kind, fmt, self.timestamped)).with_outputs(DEAD, main="records")
             parsed_records.append(out.records)
-            dead.append(out[DEAD])
+            dead.extend([read[DEAD], out[DEAD]])
         return {
             "records": parsed_records | "FlattenRecords" >> beam.Flatten(),
             "dead": dead | "FlattenDead" >> beam.Flatten(),
         }
 
 
-class _ReadWholeFile(beam.DoFn):
-    """One small table file → its records; bad rows → ``dead``."""
+class _ReadWholeTable(beam.DoFn):
+    """A small table's files → its records, one per id (:func:`records.first_by_id`);
+    bad rows and conflicting repeats → ``dead``. Counts read = valid + duplicate +
+    dead_lettered like every source."""
 
     def __init__(self, kind: str):
         self.kind = kind
+        self.read = Metrics.counter("shopstream", f"{kind}_read")
+        self.valid = Metrics.counter("shopstream", f"{kind}_valid")
+        self.duplicate = Metrics.counter("shopstream", f"{kind}_duplicate")
+        self.dead = Metrics.counter("shopstream", f"{kind}_dead_lettered")
 
-    def process(self, path: str):
-        for rec in records.read_csv_records(path, self.kind):
+    def process(self, paths):
+        for rec in records.read_table_records(list(paths), self.kind):
+            self.read.inc()
             if isinstance(rec, records.DeadLetter):
+                self.dead.inc()
                 yield beam.pvalue.TaggedOutput(DEAD, rec)
+            elif isinstance(rec, records.Duplicate):
+                self.duplicate.inc()
             else:
+                self.valid.inc()
                 yield rec
 
 
 class ReadSmallTable(beam.PTransform):
-    """A small dimension table (products, customers) read whole by one DoFn per file.
+    """A small dimension table (products, customers) read whole by one DoFn call, in
+    file order, so repeated ids are resolved by :func:`records.first_by_id` the same way
+    in replay and batch.
 
     Unlike ReadFromText this also runs inside a streaming job on the DirectRunner, and
     the table is read by the workers, not by the launcher."""
@@ -233,8 +293,8 @@ class ReadSmallTable(beam.PTransform):
 
     def expand(self, pbegin):
         out = (pbegin
-               | "Paths" >> beam.Create(self.paths)
-               | "ReadFiles" >> beam.ParDo(_ReadWholeFile(self.kind)).with_outputs(
+               | "Paths" >> beam.Create([tuple(self.paths)])
+               | "ReadFiles" >> beam.ParDo(_ReadWholeTable(self.kind)).with_outputs(
                    DEAD, main="records"))
         return {"records": out.records, "dead": out[DEAD]}
 
@@ -257,8 +317,6 @@ class ReadPubSubRecords(beam.PTransform):
 
 
 # --------------------------------------------------------------------------- bounded replay
-#: Bytes of a file one ``ReadChunks`` element covers (~60 k click lines).
-CHUNK_BYTES = 8 << 20
 #: Session buckets of the replay's one shuffle: each holds whole sessions.
 SESSION_BUCKETS = 64
 
@@ -273,31 +331,220 @@ def file_splits(path: str, chunk_bytes: int = CHUNK_BYTES) -> List[tuple]:
             for start in range(0, max(size, 1), chunk_bytes)]
 
 
-def read_split(path: str, start: int, end: Optional[int], skip_header: bool) -> List[str]:
-    """The lines (``\\n``-separated, a trailing ``\\r`` removed) that start in
-    ``[start, end)`` of ``path`` — what ReadFromText yields for that range."""
+#: Bytes read at a split boundary to find where the next record starts.
+_BOUNDARY_WINDOW = 1 << 18
+_SEP_BYTES = re.compile(rb'[,\n"]')
+
+
+def _scan_record(buf: bytes, i: int, in_quotes: bool) -> Tuple[int, bool]:
+    """``(end, clean)``: the offset just after the newline ending the CSV record that
+    ``buf[i:]`` continues (``in_quotes``: ``i`` is inside a quoted field; -1 if it does
+    not end in ``buf``), and whether its quoting is what a CSV writer produces (no
+    stray quote inside an unquoted field, nothing after a closing quote but a
+    separator). The csv module's rules: a quote opens a quoted field only at the start
+    of a field, ``""`` inside one is a quote, a newline inside one is part of it."""
+    at_start = not in_quotes
+    clean = True
+    n = len(buf)
+    while i <= n:
+        if in_quotes:
+            q = buf.find(b'"', i)
+            if q < 0:
+                return -1, clean
+            if buf[q + 1:q + 2] == b'"':
+                i = q + 2
+                continue
+            in_quotes, at_start, i = False, False, q + 1
+            if buf[i:i + 1] not in (b",", b"\n", b"\r", b""):
+                clean = False
+            continue
+        if at_start and buf[i:i + 1] == b'"':
+            in_quotes, i = True, i + 1
+            continue
+        m = _SEP_BYTES.search(buf, i)
+        if m is None:
+            return -1, clean
+        c = m.group()
+        if c == b"\n":
+            return m.end(), clean
+        if c == b'"':
+            clean, at_start, i = False, False, m.end()
+            continue
+        i, at_start = m.end(), True
+    return -1, clean
+
+
+def _end_of_record(buf: bytes, i: int, in_quotes: bool) -> int:
+    return _scan_record(buf, i, in_quotes)[0]
+
+
+def _field_count_ok(buf: bytes, lo: int, hi: int, ncols: int) -> bool:
+    try:
+        fields = next(csv.reader([records.decode_text(buf[lo:hi]).rstrip("\r\n")]), [])
+    except csv.Error:
+        return False
+    return len(fields) == ncols or (ncols == len(records.PRODUCT_COLUMNS) and len(fields) > ncols)
+
+
+def _score(buf: bytes, i: int, in_quotes: bool, ncols: int, n: int = 16) -> int:
+    """Of the next ``n`` records read from ``i``, how many more have ``ncols`` fields than
+    not (the record continued from inside quotes is skipped)."""
+    if in_quotes:
+        i = _end_of_record(buf, i, True)
+        if i < 0:
+            return -1
+    score = 0
+    for _ in range(n):
+        if i >= len(buf):
+            break
+        j, clean = _scan_record(buf, i, False)
+        if j < 0:  # a record running past the window (or the file) is not a record
+            score -= 1
+            break
+        score += 1 if clean and _field_count_ok(buf, i, j, ncols) else -1
+        i = j
+    return score
+
+
+def _starts_inside_quotes(buf: bytes, p: int, ncols: int) -> bool:
+    """Whether offset ``p`` (just after a newline) lies inside a quoted field that began on
+    an earlier line. Both hypotheses are read on through the window and the one under
+    which more of the next records have the table's field count wins; on a tie, the
+    first quote after ``p`` decides (at the start of a field it opens one). A wrong
+    guess cuts one record in two (both halves dead-lettered): never lost or read twice."""
+    if buf.find(b'"', p) < 0:
+        return False
+    inside, outside = _score(buf, p, True, ncols), _score(buf, p, False, ncols)
+    if inside != outside:
+        return inside > outside
+    q = buf.find(b'"', p)
+    if q == p or buf[q - 1:q] in (b",", b"\n"):
+        return False
+    return buf[q + 1:q + 2] in (b",", b"\n", b"\r", b"", b'"')
+
+
+def record_start(fh, pos: int, size: int, ncols: Optional[int] = None) -> int:
+    """The first record start at or after byte ``pos`` of an open file (``pos`` itself if a
+    line starts there). Two adjacent splits compute the same boundary, so every byte is
+    read by exactly one split; with ``ncols`` (a CSV table's field count) a boundary
+    never cuts a quoted field holding a newline (see :func:`_starts_inside_quotes`)."""
+    if pos <= 0:
+        return 0
+    if pos >= size:
+        return size
+    base = pos - 1
+    fh.seek(base)
+    buf = fh.read(_BOUNDARY_WINDOW)
+    nl = buf.find(b"\n")
+    while nl < 0:
+        more = fh.read(_BOUNDARY_WINDOW)
+        if not more:
+            return size
+        buf += more
+        nl = buf.find(b"\n")
+    p = nl + 1
+    if not ncols or not _starts_inside_quotes(buf, p, ncols):
+        return base + p
+    while True:
+        end = _end_of_record(buf, p, in_quotes=True)
+        if end >= 0:
+            return base + end
+        if len(buf) - p > records.MAX_RAW_CHARS:  # no such record: take the line start
+            return base + p
+        more = fh.read(_BOUNDARY_WINDOW)
+        if not more:
+            return size
+        buf += more
+
+
+def _ends_in_quotes(text: str) -> bool:
+    """Whether a record's text, read from its start, ends inside a quoted field."""
+    i, n, at_start, in_quotes = 0, len(text), True, False
+    while i <= n:
+        if in_quotes:
+            q = text.find('"', i)
+            if q < 0:
+                return True
+            if text[q + 1:q + 2] == '"':
+                i = q + 2
+                continue
+            in_quotes, at_start, i = False, False, q + 1
+            continue
+        if at_start and text[i:i + 1] == '"':
+            in_quotes, i = True, i + 1
+            continue
+        c = text.find(",", i)
+        if c < 0:
+            return False
+        i, at_start = c + 1, True
+    return False
+
+
+def split_records(text: str, csv_quotes: bool = True) -> List[str]:
+    """Text → records: one per line, except that with ``csv_quotes`` a quoted field holding
+    newlines keeps its record whole (the csv module's rules). A quote that never closes
+    within MAX_RAW_CHARS leaves its line a record of its own, so one stray quote cannot
+    swallow the records after it. A trailing ``\\r`` is removed."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if csv_quotes and '"' in text:
+        out, i, n = [], 0, len(lines)
+        while i < n:
+            line = lines[i]
+            if line.count('"') & 1 and _ends_in_quotes(line):
+                rec, j = line, i + 1
+                while j < n and len(rec) <= records.MAX_RAW_CHARS:
+                    rec += "\n" + lines[j]
+                    j += 1
+                    if not _ends_in_quotes(rec):
+                        break
+                if not _ends_in_quotes(rec):
+                    out.append(rec)
+                    i = j
+                    continue
+            out.append(line)
+            i += 1
+        lines = out
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+def read_split_records(path: str, start: int, end: Optional[int], kind: str, fmt: str
+                       ) -> Tuple[List[str], List[records.DeadLetter]]:
+    """``(records, dead)``: the records (text) that start in ``[start, end)`` of ``path``
+    (``end`` None: the whole file) and dead letters for a wrong header. The first
+    split skips the header row if the file has one (:func:`records.header_kind`): a
+    file without one has its first line read as data, a file with another header is
+    refused. Bytes that are not UTF-8 reach the parser as lone surrogates and only
+    their record is dead-lettered."""
+    csv_quotes = fmt == "csv"
     with FileSystems.open(path) as fh:
         if end is None:
             data = fh.read()
         else:
-            if start > 0:
-                fh.seek(start - 1)
-                head = fh.readline()          # the line running into this split belongs
-                pos = start - 1 + len(head)   # to the previous one
-            else:
-                pos = 0
-            if pos >= end:
-                return []
-            data = fh.read(end - pos)
-            if data and not data.endswith(b"\n"):
-                data += fh.readline()
-    text = data.decode("utf-8", errors="replace")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if skip_header and start == 0 and lines:
-        lines = lines[1:]
-    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+            size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+            ncols = len(records.COLUMNS[kind]) if csv_quotes else None
+            lo = record_start(fh, start, size, ncols)
+            hi = record_start(fh, end, size, ncols) if end < size else size
+            if lo >= hi:
+                return [], []
+            fh.seek(lo)
+            data = fh.read(hi - lo)
+    recs = split_records(records.decode_text(data), csv_quotes)
+    dead: List[records.DeadLetter] = []
+    if csv_quotes and start == 0 and recs:
+        try:
+            first = next(csv.reader([recs[0]]), [])
+        except csv.Error:
+            first = []
+        hk = records.header_kind(kind, first)
+        if hk == records.HEADER:
+            recs = recs[1:]
+        elif hk == records.WRONG_HEADER:
+            return [], [records.dead_letter(kind, recs[0], records.wrong_header_reason(kind, path))]
+        else:
+            log.warning("%s has no header row: its first line is read as data", path)
+    return recs, dead
 
 
 def session_bucket(session_id: str, buckets: int) -> int:
@@ -324,9 +571,11 @@ class ParseChunks(beam.DoFn):
     def process(self, split):
         path, start, end = split
         fmt = file_format(path)
-        lines = read_split(path, start, end, skip_header=fmt == "csv")
-        self.read.inc(len(lines))
-        good = bad = 0
+        lines, header_dead = read_split_records(path, start, end, self.kind, fmt)
+        self.read.inc(len(lines) + len(header_dead))
+        good, bad = 0, len(header_dead)
+        for d in header_dead:
+            yield beam.pvalue.TaggedOutput(DEAD, d)
         n = self.buckets
         parts = [dict() for _ in range(n)] if n else None
         shared: dict = {}
