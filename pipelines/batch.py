@@ -151,11 +151,13 @@ class PickBookingFn(beam.CombineFn):
 class UnwrapBookingFn(beam.DoFn):
     def __init__(self):
         self.duplicates = Metrics.counter(NAMESPACE, "transactions_duplicate")
+        self.unique = Metrics.counter(NAMESPACE, "transactions_unique")
 
     def process(self, kv):
         txn, n = kv[1]
         if n > 1:
             self.duplicates.inc(n - 1)
+        self.unique.inc()
         yield txn
 
 
@@ -591,6 +593,9 @@ def run_pipeline(opts: PipelineOptions) -> Dict[str, Any]:
         result = p.run()
         result.wait_until_finish()
         counters = _counters(result)
+        from transforms.run_summary import query_counters
+
+        all_counters = query_counters(result)
         info = _read_run_info(staging)
         as_of = info.get("as_of") or o.as_of
 
@@ -607,31 +612,44 @@ def run_pipeline(opts: PipelineOptions) -> Dict[str, Any]:
         else:
             log.info("staged output kept in %s", staging)
 
-    valid = sum(counters.get(f"{k}_valid", 0) for k in KINDS)
-    dead = sum(counters.get(f"{k}_dead_lettered", 0) for k in KINDS) + len(header_dead)
-    summary = {
-        "as_of": as_of,
-        "read": valid + dead,
-        "valid": valid,
-        "duplicate": counters.get("transactions_duplicate", 0),
-        "dead_lettered": dead,
-        "by_input": {k: {"valid": counters.get(f"{k}_valid", 0),
-                         "dead_lettered": counters.get(f"{k}_dead_lettered", 0)} for k in KINDS},
+    summary = {"as_of": as_of, **batch_counts(all_counters, header_dead)}
+    summary.update({
         "written": written,
         "churn_model_version": churn_version,
         "unknown_provinces": counters.get("provinces_unknown", 0),
         "seconds": round(time.perf_counter() - began, 1),
-    }
+    })
     return summary
 
 
+def batch_counts(counters: Dict[tuple, int], header_dead=()) -> Dict[str, Any]:
+    """The run summary shape of ``transforms.run_summary`` for the batch job: a booking
+    is valid once (its repeats are duplicates); a file refused for its header counts as
+    one record read and dead-lettered."""
+    from transforms import run_summary as rs
+
+    refused = {k: sum(1 for d in header_dead if d.source == f"batch:{k}") for k in KINDS}
+    per_source = {}
+    for kind in KINDS:
+        get = lambda name, ns="shopstream": counters.get((ns, name), 0)  # noqa: E731
+        valid = (get("transactions_unique", NAMESPACE) if kind == "transactions"
+                 else get(f"{kind}_valid"))
+        duplicate = (get("transactions_duplicate", NAMESPACE) if kind == "transactions"
+                     else get(f"{kind}_duplicate"))
+        per_source[kind] = rs.source_counts(
+            get(f"{kind}_read") + refused[kind], valid, duplicate,
+            get(f"{kind}_dead_lettered") + refused[kind])
+    return rs.summary_dict(per_source)
+
+
 def summary_line(s: Dict[str, Any]) -> str:
+    from transforms.run_summary import summary_line as line
+
     w = s["written"]
     tables = " ".join(f"{t}={w[t]:,}" for t in OUTPUT_TABLES if t in w)
     skipped = "" if "churn_predictions" in w else " (churn_predictions skipped: no model)"
-    return (f"batch: as_of={s['as_of']} read={s['read']:,} valid={s['valid']:,} "
-            f"duplicate={s['duplicate']:,} dead_lettered={s['dead_lettered']:,} | rows written: "
-            f"{tables}{skipped} in {s['seconds']} s")
+    return (line("batch", s, prefix=f"batch done in {s['seconds']} s: as_of={s['as_of']}")
+            + f" | rows written: {tables}{skipped}")
 
 
 # --------------------------------------------------------------------------- CLI

@@ -186,29 +186,34 @@ def _require(paths: List[str], kind: str, root: str) -> List[str]:
 
 
 # --------------------------------------------------------------------------- commands
-COUNTERS = (
-    ("read", "click_stream_read"), ("valid", "valid"), ("duplicate", "duplicate"),
-    ("dead_lettered", "click_stream_dead_lettered"), ("orders_read", "transactions_read"),
-    ("orders_dead_lettered", "transactions_dead_lettered"), ("inferred", "inferred"),
-    ("visits_closed", "visits_closed"), ("redis_writes", "redis_writes"),
-    ("redis_retries", "redis_retries"),
-)
+def summarize(result) -> Dict[str, object]:
+    """The run summary (``transforms.run_summary`` shape) from Beam counters: per source
+    read = valid + duplicate + dead_lettered, where click events are valid once
+    sessionized and dead-lettered when unparseable or late."""
+    from transforms import run_summary as rs
+
+    c = rs.query_counters(result)
+
+    def get(name, ns="shopstream"):
+        return c.get((ns, name), 0)
+
+    sess = "shopstream.sessions"
+    per_source = {"click_stream": rs.source_counts(
+        get("click_stream_read"), get("valid", sess), get("duplicate", sess),
+        get("click_stream_dead_lettered") + get("late", sess))}
+    for kind in ("transactions", "product", "customer"):
+        if get(f"{kind}_read"):
+            per_source[kind] = rs.source_counts(
+                get(f"{kind}_read"), get(f"{kind}_valid"), get(f"{kind}_duplicate"),
+                get(f"{kind}_dead_lettered"))
+    return rs.summary_dict(per_source, inferred=get("inferred", sess),
+                           visits_closed=get("visits_closed", sess),
+                           redis_writes=get("redis_writes"), redis_retries=get("redis_retries"),
+                           redis_write_failures=get("redis_write_failures"))
 
 
-def summarize(result) -> Dict[str, int]:
-    """Beam counter totals for the run summary (committed values, attempted as fallback)."""
-    totals: Dict[str, int] = {}
-    try:
-        counters = result.metrics().query()["counters"]
-    except Exception:  # some runners cannot report metrics
-        return totals
-    by_name: Dict[str, int] = {}
-    for c in counters:
-        value = c.committed if c.committed is not None else c.attempted
-        by_name[c.key.metric.name] = by_name.get(c.key.metric.name, 0) + (value or 0)
-    for label, name in COUNTERS:
-        totals[label] = by_name.get(name, 0)
-    return totals
+SUMMARY_EXTRAS = ("inferred", "visits_closed", "redis_writes", "redis_retries",
+                  "redis_write_failures")
 
 
 def _pipeline_options(args, beam_args: List[str], streaming: bool) -> PipelineOptions:
@@ -282,11 +287,13 @@ def _replay(args) -> int:
     print(f"replaying {args.input} → warehouse={args.warehouse or '-'} "
           f"redis={_redact(args.redis) if args.redis else '-'}", file=sys.stderr)
     result = run_pipeline(opts)
+    from transforms.run_summary import summary_line
+
     totals = summarize(result)
     secs = time.time() - t0
-    rate = totals.get("read", 0) / secs if secs else 0
-    print("replay done in %.1fs (%.0f events/s): %s" % (
-        secs, rate, " ".join(f"{k}={v}" for k, v in totals.items())))
+    rate = totals["by_source"]["click_stream"]["read"] / secs if secs else 0
+    print(summary_line("replay", totals, SUMMARY_EXTRAS,
+                       prefix="replay done in %.1fs (%.0f events/s):" % (secs, rate)))
     return 0
 
 

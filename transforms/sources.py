@@ -211,11 +211,26 @@ class _ReadSplits(beam.DoFn):
 
     def __init__(self, kind: str):
         self.kind = kind
+        self.read = Metrics.counter("shopstream", f"{kind}_read")
+        self.dead = Metrics.counter("shopstream", f"{kind}_dead_lettered")
 
     def process(self, split):
         path, start, end = split
         recs, dead = read_split_records(path, start, end, self.kind, file_format(path))
+        if records.text_problem("\n".join(recs)) is not None:
+            # undecodable bytes must not cross a Beam boundary (the coder refuses lone
+            # surrogates): their records are dead-lettered here, with the same reason
+            good = []
+            for rec in recs:
+                reason = records.text_problem(rec)
+                if reason:
+                    dead.append(records.dead_letter(self.kind, rec, reason))
+                else:
+                    good.append(rec)
+            recs = good
         for d in dead:
+            self.read.inc()
+            self.dead.inc()
             yield beam.pvalue.TaggedOutput(DEAD, d)
         for i in range(0, len(recs), PARSE_BATCH):
             yield recs[i:i + PARSE_BATCH]
