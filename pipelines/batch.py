@@ -648,8 +648,8 @@ def summary_line(s: Dict[str, Any]) -> str:
     w = s["written"]
     tables = " ".join(f"{t}={w[t]:,}" for t in OUTPUT_TABLES if t in w)
     skipped = "" if "churn_predictions" in w else " (churn_predictions skipped: no model)"
-    return (line("batch", s, prefix=f"batch done in {s['seconds']} s: as_of={s['as_of']}")
-            + f" | rows written: {tables}{skipped}")
+    return (line("batch", s, prefix=f"batch: as_of={s['as_of']}")
+            + f" | rows written: {tables}{skipped} in {s['seconds']} s")
 
 
 # --------------------------------------------------------------------------- CLI

@@ -22,7 +22,7 @@ import argparse
 import logging
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (PipelineOptions, StandardOptions)
@@ -59,9 +59,12 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
     if live:
         dataflow = "Dataflow" in str(p.options.view_as(StandardOptions).runner or "")
         id_label = "event_id" if dataflow else None  # the DirectRunner rejects id_label
-        clicks = p | "ReadClicks" >> sources.ReadPubSubRecords(opts.subscription, "click_stream", id_label)
+        ps = {"max_message_bytes": opts.max_message_bytes,  # event time parsed in a DoFn;
+              "timestamp_attribute": "event_time" if dataflow else None}  # Dataflow: watermark
+        clicks = p | "ReadClicks" >> sources.ReadPubSubRecords(
+            opts.subscription, "click_stream", id_label, **ps)
         orders = (p | "ReadOrders" >> sources.ReadPubSubRecords(
-            opts.orders_subscription, "transactions", "booking_id" if dataflow else None)
+            opts.orders_subscription, "transactions", "booking_id" if dataflow else None, **ps)
             if opts.orders_subscription else None)
     elif streaming:
         clicks = p | "ReadClicks" >> sources.ReadTableFiles(
@@ -120,7 +123,8 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
         replay_tail=not streaming, batched=batched, allowed_lateness=lateness)
     snapshots = engagement | "Rank" >> RankWindows(products_side, weights, top_n=opts.top_n)
     if opts.redis:
-        snapshots | "WriteRedis" >> WriteRankingsToRedis(opts.redis)
+        snapshots | "WriteRedis" >> WriteRankingsToRedis(
+            opts.redis, retry_seconds=opts.redis_retry_seconds, fail_on_give_up=not streaming)
 
     # ---- warehouse
     dead_all = dead | "FlattenDead" >> beam.Flatten()
@@ -225,7 +229,8 @@ def _pipeline_options(args, beam_args: List[str], streaming: bool) -> PipelineOp
         value = getattr(args, name, None)
         if value:
             flags.append(f"--{name}={value}")
-    for name in ("visit_gap", "lookback", "dedup_ttl", "top_n"):
+    for name in ("visit_gap", "lookback", "dedup_ttl", "top_n", "redis_retry_seconds",
+                 "max_message_bytes"):
         flags.append(f"--{name}={getattr(args, name)}")
     if streaming:
         flags.append("--streaming")
@@ -286,7 +291,16 @@ def _replay(args) -> int:
     t0 = time.time()
     print(f"replaying {args.input} → warehouse={args.warehouse or '-'} "
           f"redis={_redact(args.redis) if args.redis else '-'}", file=sys.stderr)
-    result = run_pipeline(opts)
+    problem = args.redis and redis_problem(args.redis, args.redis_retry_seconds)
+    if problem:
+        return _fail("replay", problem)
+    try:
+        result = run_pipeline(opts)
+    except Exception as exc:  # noqa: BLE001 - a Redis failure is one line, exit 1
+        reason = redis_failure(exc)
+        if reason is None:
+            raise
+        return _fail("replay", f"the Redis rankings were not written: {reason}")
     from transforms.run_summary import summary_line
 
     totals = summarize(result)
@@ -298,6 +312,9 @@ def _replay(args) -> int:
 
 
 def _stream(args) -> int:
+    problem = args.redis and redis_problem(args.redis, args.redis_retry_seconds)
+    if problem:
+        return _fail("stream", problem)
     opts = _pipeline_options(args, args.beam_args, streaming=True)
     result = run_pipeline(opts, wait=False)
     runner = opts.view_as(StandardOptions).runner or ""
@@ -310,6 +327,44 @@ def _stream(args) -> int:
     except KeyboardInterrupt:
         result.cancel()
     return 0
+
+
+def _add_hostile_options(p: argparse.ArgumentParser) -> None:
+    """--redis-retry-seconds and --max-message-bytes, as ShopstreamStreamingOptions declares
+    them (one declaration: the CLI copies type, default and help from it)."""
+    probe = argparse.ArgumentParser(add_help=False)
+    ShopstreamStreamingOptions._add_argparse_args(probe)
+    for action in probe._actions:
+        if action.dest in ("redis_retry_seconds", "max_message_bytes"):
+            p.add_argument(*[f for f in action.option_strings if "-" in f[2:]] or
+                           action.option_strings, dest=action.dest, type=action.type,
+                           default=action.default, help=action.help)
+
+
+def redis_problem(url: str, retry_seconds: float) -> Optional[str]:
+    """Before a run: None if Redis answers (within the retry budget) and accepts the
+    credentials, else why not."""
+    from transforms.redis_sink import RedisWriteError, wait_for_redis
+
+    try:
+        wait_for_redis(url, retry_seconds)
+    except RedisWriteError as exc:
+        return f"cannot write the Redis rankings: {exc}"
+    return None
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"shopstream {command}: error: {message}", file=sys.stderr)
+    return 1
+
+
+def redis_failure(exc: BaseException) -> Optional[str]:
+    """The RedisWriteError message inside a failed run's exception (the runner wraps
+    worker errors in its own), or None."""
+    text = f"{type(exc).__name__}: {exc}"
+    if "RedisWriteError" not in text:
+        return None
+    return text.split("RedisWriteError:", 1)[-1].strip().splitlines()[0]
 
 
 def _redact(url: str) -> str:
@@ -333,6 +388,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="event-time seconds a seen event id is remembered (default 3600)")
     p.add_argument("--top-n", dest="top_n", type=int, default=50,
                    help="members kept per Redis ranking (default 50)")
+    _add_hostile_options(p)
     p.set_defaults(accepts_beam_args=True)
 
 

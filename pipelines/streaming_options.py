@@ -51,5 +51,11 @@ class ShopstreamStreamingOptions(PipelineOptions):
               help="event-time seconds an event id is remembered after its visit closes")
         add_option(parser, "top_n", type=int, default=50,
               help="members kept per Redis ranking (at least 10)")
+        add_option(parser, "redis_retry_seconds", type=float, default=60.0,
+              help="seconds to keep retrying an unreachable Redis before the run gives up "
+                   "(a replay then exits non-zero; live, the newest rankings are kept for "
+                   "the next write)")
+        add_option(parser, "max_message_bytes", type=int, default=1_000_000,
+              help="Pub/Sub messages larger than this are dead-lettered (and acked)")
         add_option(parser, "staging", default=None,
               help="folder for staging files of the DuckDB sink (default: beside the warehouse)")

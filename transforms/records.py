@@ -581,7 +581,8 @@ def wrong_header_reason(kind: str, where: str = "") -> str:
 
 
 def iter_csv_rows(kind: str, lines: Iterable[str], source: Optional[str] = None,
-                  where: str = "") -> Iterator[Union[Tuple[dict, Sequence[str]], DeadLetter]]:
+                  where: str = "", warn: bool = True
+                  ) -> Iterator[Union[Tuple[dict, Sequence[str]], DeadLetter]]:
     """CSV text (header first, or no header) → ``(row, fields)`` per record, the row keyed
     by column name (product names with unquoted commas repaired); unreadable records and
     records breaking the text rule (:func:`text_problem`) become DeadLetters."""
@@ -607,8 +608,9 @@ def iter_csv_rows(kind: str, lines: Iterable[str], source: Optional[str] = None,
             if hk == WRONG_HEADER:
                 yield dead_letter(source, _fields_raw(fields), wrong_header_reason(kind, where))
                 return
-            log.warning("%s has no header row: its first line is read as data",
-                        where or f"a {kind} file")
+            if warn:
+                log.warning("%s has no header row: its first line is read as data",
+                            where or f"a {kind} file")
         raw = _fields_raw(fields)
         reason = text_problem(raw)
         if reason:
@@ -703,7 +705,7 @@ def read_table_records(paths: Iterable[str], kind: str
             with FileSystems.open(path) as raw:
                 text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape",
                                         newline="")
-                for item in iter_csv_rows(kind, text, kind, where=path):
+                for item in iter_csv_rows(kind, text, kind, where=path, warn=False):
                     if isinstance(item, DeadLetter):
                         yield item
                         continue

@@ -177,22 +177,66 @@ class ParseLines(beam.DoFn):
         return rec
 
 
-class ParseMessages(beam.DoFn):
-    """Pub/Sub payloads (JSON objects) → records; bad payloads → ``dead``."""
+#: The Pub/Sub attribute carrying a message's event time (RFC 3339), set by `publish`.
+EVENT_TIME_ATTRIBUTE = "event_time"
+#: Bytes of an oversized message kept in its dead letter (the rest is only counted).
+OVERSIZE_RAW_BYTES = 2000
 
-    def __init__(self, kind: str):
-        self.kind = kind
+
+def message_event_time_us(attributes, rec) -> int:
+    """A message's event time: its ``event_time`` attribute (RFC 3339 or epoch millis),
+    else the record's own time. Raises InvalidRecord for an unusable attribute."""
+    value = (attributes or {}).get(EVENT_TIME_ATTRIBUTE)
+    if value is None:
+        return event_time_us(rec)
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text) * 1000
+    return records.parse_time_us(text, f"{EVENT_TIME_ATTRIBUTE} attribute")
+
+
+def parse_message(kind: str, data: bytes, attributes, max_bytes: int):
+    """One Pub/Sub message → ``(record, event_time_us)`` or a DeadLetter (oversized
+    payload, bad payload, unusable event_time attribute)."""
+    source = f"{kind}:pubsub"
+    data = data or b""
+    if len(data) > max_bytes:
+        return records.dead_letter(
+            source, data[:OVERSIZE_RAW_BYTES] + b"...",
+            f"message of {len(data):,} bytes is larger than --max-message-bytes "
+            f"{max_bytes:,} (first {OVERSIZE_RAW_BYTES} bytes kept)")
+    rec = records.parse_or_dead(kind, data, "json")
+    if isinstance(rec, records.DeadLetter):
+        return rec._replace(source=source)
+    try:
+        return rec, message_event_time_us(attributes, rec)
+    except records.InvalidRecord as exc:
+        return records.dead_letter(source, data, str(exc))
+
+
+class ParseMessages(beam.DoFn):
+    """Pub/Sub messages (with attributes) → records timestamped at their event time;
+    oversized, unparseable and badly stamped messages → ``dead``. Every message leaves
+    this DoFn (and so is acked by the source): a poison message never stalls others."""
+
+    def __init__(self, kind: str, max_bytes: int = 1_000_000):
+        self.kind, self.max_bytes = kind, int(max_bytes)
         self.read = Metrics.counter("shopstream", f"{kind}_read")
+        self.valid = Metrics.counter("shopstream", f"{kind}_valid")
         self.dead = Metrics.counter("shopstream", f"{kind}_dead_lettered")
 
-    def process(self, payload: bytes):
+    def process(self, message):
         self.read.inc()
-        rec = records.parse_or_dead(self.kind, payload, "json")
-        if isinstance(rec, records.DeadLetter):
+        data = getattr(message, "data", message)
+        attributes = getattr(message, "attributes", None)
+        out = parse_message(self.kind, data, attributes, self.max_bytes)
+        if isinstance(out, records.DeadLetter):
             self.dead.inc()
-            yield beam.pvalue.TaggedOutput(DEAD, rec._replace(source=f"{self.kind}:pubsub"))
-        else:
-            yield rec  # the element's timestamp is the message's event_time attribute
+            yield beam.pvalue.TaggedOutput(DEAD, out)
+            return
+        rec, t_us = out
+        self.valid.inc()
+        yield TimestampedValue(rec, t_us / 1e6)
 
 
 def first_csv_record(path: str) -> Optional[List[str]]:
@@ -253,6 +297,7 @@ class ReadTableFiles(beam.PTransform):
         parsed_records, dead = [], []
         if not self.paths:
             raise ValueError(f"no {self.kind} files found")
+        warn_headerless(self.paths, self.kind)
         for i, path in enumerate(self.paths):
             fmt = file_format(path)
             read = (pbegin
@@ -307,6 +352,7 @@ class ReadSmallTable(beam.PTransform):
         self.paths, self.kind = list(paths), kind
 
     def expand(self, pbegin):
+        warn_headerless(self.paths, self.kind)
         out = (pbegin
                | "Paths" >> beam.Create([tuple(self.paths)])
                | "ReadFiles" >> beam.ParDo(_ReadWholeTable(self.kind)).with_outputs(
@@ -315,20 +361,68 @@ class ReadSmallTable(beam.PTransform):
 
 
 class ReadPubSubRecords(beam.PTransform):
-    """Read JSON records from a Pub/Sub subscription with event-time timestamps."""
+    """Read JSON records from a Pub/Sub subscription, with attributes; the event time is
+    parsed by :class:`ParseMessages`, not by the source, so a bad ``event_time``
+    attribute or an oversized message is one dead letter, never a stalled read.
 
-    def __init__(self, subscription: str, kind: str, id_label: Optional[str] = None):
+    ``timestamp_attribute`` (Dataflow: ``"event_time"``) also lets the service set the
+    watermark from the attribute; the DoFn stamps every record the same way anyway."""
+
+    def __init__(self, subscription: str, kind: str, id_label: Optional[str] = None,
+                 max_message_bytes: int = 1_000_000,
+                 timestamp_attribute: Optional[str] = None):
         super().__init__()
         self.subscription, self.kind, self.id_label = subscription, kind, id_label
+        self.max_message_bytes = max_message_bytes
+        self.timestamp_attribute = timestamp_attribute
 
     def expand(self, pbegin):
         kwargs = {"id_label": self.id_label} if self.id_label else {}
+        if self.timestamp_attribute:
+            kwargs["timestamp_attribute"] = self.timestamp_attribute
+        allow_large_emulator_messages()
         out = (pbegin
                | "ReadPubSub" >> beam.io.ReadFromPubSub(
-                   subscription=self.subscription, timestamp_attribute="event_time", **kwargs)
-               | "ParseMessages" >> beam.ParDo(ParseMessages(self.kind)).with_outputs(
-                   DEAD, main="records"))
+                   subscription=self.subscription, with_attributes=True, **kwargs)
+               | "ParseMessages" >> beam.ParDo(ParseMessages(
+                   self.kind, self.max_message_bytes)).with_outputs(DEAD, main="records"))
         return {"records": out.records, "dead": out[DEAD]}
+
+
+def allow_large_emulator_messages() -> None:
+    """Against the Pub/Sub emulator (``PUBSUB_EMULATOR_HOST``) the client library opens
+    its channel without the unlimited message-size options it uses for the real service,
+    so a pull holding a message over 4 MB fails — every pull, until the message expires —
+    and the DirectRunner's read stalls. Give the emulator clients the same limits as the
+    real service (Pub/Sub itself caps messages at 10 MB). No effect without the emulator."""
+    import os
+
+    host = os.environ.get("PUBSUB_EMULATOR_HOST")
+    if not host:
+        return
+    from google.cloud import pubsub, pubsub_v1
+
+    base = pubsub_v1.SubscriberClient
+    if getattr(pubsub.SubscriberClient, "_shopstream_large_messages", False):
+        return
+
+    class _EmulatorSubscriberClient(base):
+        _shopstream_large_messages = True
+
+        def __init__(self, **kwargs):
+            emulator = os.environ.get("PUBSUB_EMULATOR_HOST")
+            if emulator and "transport" not in kwargs:
+                import grpc
+                from google.pubsub_v1.services.subscriber.transports.grpc import (
+                    SubscriberGrpcTransport)
+
+                channel = grpc.insecure_channel(emulator, options=[
+                    ("grpc.max_send_message_length", -1),
+                    ("grpc.max_receive_message_length", -1)])
+                kwargs["transport"] = SubscriberGrpcTransport(channel=channel)
+            super().__init__(**kwargs)
+
+    pubsub.SubscriberClient = _EmulatorSubscriberClient
 
 
 # --------------------------------------------------------------------------- bounded replay
@@ -495,11 +589,22 @@ def _ends_in_quotes(text: str) -> bool:
     return False
 
 
-def split_records(text: str, csv_quotes: bool = True) -> List[str]:
+def _fields_fit(text: str, ncols: Optional[int]) -> bool:
+    if not ncols:
+        return True
+    try:
+        n = len(next(csv.reader([text]), []))
+    except csv.Error:
+        return False
+    return n == ncols or (ncols == len(records.PRODUCT_COLUMNS) and n > ncols)
+
+
+def split_records(text: str, csv_quotes: bool = True, ncols: Optional[int] = None) -> List[str]:
     """Text → records: one per line, except that with ``csv_quotes`` a quoted field holding
-    newlines keeps its record whole (the csv module's rules). A quote that never closes
-    within MAX_RAW_CHARS leaves its line a record of its own, so one stray quote cannot
-    swallow the records after it. A trailing ``\\r`` is removed."""
+    newlines keeps its record whole (the csv module's rules). A quote that does not close
+    within MAX_RAW_CHARS, or whose closing makes a record of other than ``ncols`` fields
+    (a stray quote meeting the next record's quote), leaves its line a record of its own:
+    one stray quote cannot swallow the records after it. A trailing ``\\r`` is removed."""
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -514,7 +619,7 @@ def split_records(text: str, csv_quotes: bool = True) -> List[str]:
                     j += 1
                     if not _ends_in_quotes(rec):
                         break
-                if not _ends_in_quotes(rec):
+                if not _ends_in_quotes(rec) and _fields_fit(rec, ncols):
                     out.append(rec)
                     i = j
                     continue
@@ -545,7 +650,8 @@ def read_split_records(path: str, start: int, end: Optional[int], kind: str, fmt
                 return [], []
             fh.seek(lo)
             data = fh.read(hi - lo)
-    recs = split_records(records.decode_text(data), csv_quotes)
+    recs = split_records(records.decode_text(data), csv_quotes,
+                         len(records.COLUMNS[kind]) if csv_quotes else None)
     dead: List[records.DeadLetter] = []
     if csv_quotes and start == 0 and recs:
         try:
@@ -557,9 +663,21 @@ def read_split_records(path: str, start: int, end: Optional[int], kind: str, fmt
             recs = recs[1:]
         elif hk == records.WRONG_HEADER:
             return [], [records.dead_letter(kind, recs[0], records.wrong_header_reason(kind, path))]
-        else:
-            log.warning("%s has no header row: its first line is read as data", path)
     return recs, dead
+
+
+def warn_headerless(paths: Iterable[str], kind: str) -> None:
+    """On the launcher (workers' logs may go elsewhere): say which CSV files of ``kind``
+    have no header row, so their first line is read as data."""
+    for path in paths:
+        if file_format(path) != "csv" or path.endswith(".gz"):
+            continue
+        try:
+            first = first_csv_record(path)
+        except Exception:  # noqa: BLE001 - unreadable: the readers report it
+            continue
+        if first and records.header_kind(kind, first) == records.NO_HEADER:
+            log.warning("%s has no header row: its first line is read as data", path)
 
 
 def session_bucket(session_id: str, buckets: int) -> int:
@@ -665,6 +783,7 @@ class ReadTableChunks(beam.PTransform):
     def expand(self, pbegin):
         if not self.paths:
             raise ValueError(f"no {self.kind} files found")
+        warn_headerless(self.paths, self.kind)
         splits = [s for path in self.paths for s in file_splits(path, self.chunk_bytes)]
         sizes = {}
         for path, _start, end in splits:
