@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import time
 import uuid
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -313,7 +314,7 @@ class RedisRankingWriter:
             snap = self.latest[h]
             new_dims = set()
             for i, (dim, ranking) in enumerate(sorted((snap.rankings or {}).items())):
-                members = {str(m): float(s) for m, s in ranking[: self.top_n]}
+                members = finite_members(ranking[: self.top_n], f"{h}:{dim}")
                 target = top_key(h, dim, self.prefix)
                 if members:
                     tmp = f"{self.prefix}:tmp:{token}:{h}:{i}"
@@ -347,6 +348,20 @@ class RedisRankingWriter:
         if names:
             pipe.hset(names_key(self.prefix), mapping=names)
         pipe.hset(meta_key(self.prefix), mapping=meta_fields)
+
+
+def finite_members(ranking, where: str) -> Dict[str, float]:
+    """``{member: score}`` of a ranking, refusing non-finite scores (NaN, ±inf): Redis
+    would store an infinite score and every reader would have to cope; the member is
+    left out of the ranking and the refusal logged."""
+    members: Dict[str, float] = {}
+    for m, s in ranking:
+        score = float(s)
+        if math.isfinite(score):
+            members[str(m)] = score
+        else:
+            log.error("refused a non-finite score (%s) for %s in ranking %s", score, m, where)
+    return members
 
 
 # --------------------------------------------------------------------------- Beam
