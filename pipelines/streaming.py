@@ -172,14 +172,14 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
 
 def _spill_dir(options) -> str:
     """Where a replay spills its session payloads (deleted after the run): a fresh folder
-    under --temp_location, else under the local temp folder."""
+    under --temp_location, else under the local temp folder; it carries the pid, so the
+    next run removes it if this one is killed (sources.new_spill_dir)."""
     import tempfile
-    import uuid
 
     from apache_beam.options.pipeline_options import GoogleCloudOptions
 
     base = options.view_as(GoogleCloudOptions).temp_location or tempfile.gettempdir()
-    return f"{base.rstrip('/')}/shopstream-replay-{uuid.uuid4().hex[:12]}"
+    return sources.new_spill_dir(base)
 
 
 def _require(paths: List[str], kind: str, root: str) -> List[str]:

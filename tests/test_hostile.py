@@ -332,3 +332,27 @@ def test_stream_dead_letters_an_oversized_message_and_a_bad_event_time_and_goes_
                 stream.kill()
         redis.stop()
         emu.stop()
+
+
+def test_spill_folders_of_killed_replays_are_removed_by_the_next_run(tmp_path, monkeypatch,
+                                                                     capsys):
+    import os
+    import signal
+    import subprocess
+    import tempfile
+
+    victim = subprocess.Popen(["sleep", "60"])
+    os.kill(victim.pid, signal.SIGKILL)  # a run killed before its cleanup
+    victim.wait()
+    stale = tmp_path / f"shopstream-replay-{victim.pid}-0123456789ab"
+    (stale / "warehouse").mkdir(parents=True)
+    (stale / "0000-0-100.bin").write_bytes(b"x" * 100)
+    alive = tmp_path / f"shopstream-replay-{os.getppid()}-0123456789ab"  # a live owner
+    alive.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    rc, _, err = run(["replay", "--input", str(CORPUS / "noheader")], capsys)
+    assert rc == 0, err[-2000:]
+    assert not stale.exists()
+    assert alive.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("shopstream-replay-")] == \
+        [alive.name]  # and the run removed its own
