@@ -2,13 +2,10 @@
 starts with the expected header."""
 from __future__ import annotations
 
-import csv
 from typing import Dict, List, Optional
 
-from apache_beam.io.filesystems import FileSystems
-
 from transforms import records
-from transforms.sources import file_format, find_table_files
+from transforms.sources import file_format, find_table_files, first_csv_record
 
 #: The four Fashion Campus tables the batch job reads.
 KINDS = ("transactions", "customer", "product", "click_stream")
@@ -20,19 +17,16 @@ def find_inputs(root: str) -> Dict[str, List[str]]:
 
 
 def check_header(path: str, kind: str) -> Optional[str]:
-    """None if a CSV file starts with the expected header, else the reason."""
+    """None if a CSV file can be read (the expected header, no header, or empty), else
+    the reason (a header of other columns: see ``records.header_kind``)."""
     if file_format(path) != "csv":
         return None
     try:
-        with FileSystems.open(path) as fh:
-            first = fh.readline().decode("utf-8", "replace")
+        first = first_csv_record(path)
     except Exception as exc:  # noqa: BLE001
         return f"cannot read {path}: {exc}"
-    header = next(csv.reader([first]), [])
-    header = [h.strip().lstrip("\ufeff") for h in header]
-    if tuple(header) != records.COLUMNS[kind]:
-        return (f"unexpected {kind} header in {path}; expected "
-                f"{','.join(records.COLUMNS[kind])}")
+    if first is not None and records.header_kind(kind, first) == records.WRONG_HEADER:
+        return records.wrong_header_reason(kind, path)
     return None
 
 

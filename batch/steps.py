@@ -36,11 +36,13 @@ class CountFn(beam.DoFn):
 class UnwrapBookingFn(beam.DoFn):
     def __init__(self):
         self.duplicates = Metrics.counter(NAMESPACE, "transactions_duplicate")
+        self.unique = Metrics.counter(NAMESPACE, "transactions_unique")
 
     def process(self, kv):
         txn, n = kv[1]
         if n > 1:
             self.duplicates.inc(n - 1)
+        self.unique.inc()
         yield txn
 
 

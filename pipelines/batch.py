@@ -28,6 +28,7 @@ from batch.steps import NAMESPACE, dead_row
 from pipelines.batch_job import OUTPUT_TABLES, build_pipeline
 from pipelines.batch_options import ShopstreamBatchOptions
 from pipelines.batch_staging import cleanup, read_run_info, staging_for, write_table
+from transforms import run_summary
 from transforms.warehouse import open_warehouse
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ def run_pipeline(opts: PipelineOptions) -> Dict[str, Any]:
         result = p.run()
         result.wait_until_finish()
         counters = _counters(result)
+        all_counters = run_summary.query_counters(result)
         info = read_run_info(staging)
         as_of = info.get("as_of") or o.as_of
 
@@ -107,30 +109,41 @@ def run_pipeline(opts: PipelineOptions) -> Dict[str, Any]:
         else:
             log.info("staged output kept in %s", staging)
 
-    valid = sum(counters.get(f"{k}_valid", 0) for k in KINDS)
-    dead = sum(counters.get(f"{k}_dead_lettered", 0) for k in KINDS) + len(header_dead)
-    return {
-        "as_of": as_of,
-        "read": valid + dead,
-        "valid": valid,
-        "duplicate": counters.get("transactions_duplicate", 0),
-        "dead_lettered": dead,
-        "by_input": {k: {"valid": counters.get(f"{k}_valid", 0),
-                         "dead_lettered": counters.get(f"{k}_dead_lettered", 0)} for k in KINDS},
+    summary = {"as_of": as_of, **batch_counts(all_counters, header_dead)}
+    summary.update({
         "written": written,
         "churn_model_version": churn_version,
         "unknown_provinces": counters.get("provinces_unknown", 0),
         "seconds": round(time.perf_counter() - began, 1),
-    }
+    })
+    return summary
+
+
+def batch_counts(counters: Dict[tuple, int], header_dead=()) -> Dict[str, Any]:
+    """The run summary shape of ``transforms.run_summary`` for the batch job: a booking
+    is valid once (its repeats are duplicates); a file refused for its header counts as
+    one record read and dead-lettered."""
+    refused = {k: sum(1 for d in header_dead if d.source == f"batch:{k}") for k in KINDS}
+    per_source = {}
+    for kind in KINDS:
+        def get(name, ns="shopstream"):
+            return counters.get((ns, name), 0)
+        valid = (get("transactions_unique", NAMESPACE) if kind == "transactions"
+                 else get(f"{kind}_valid"))
+        duplicate = (get("transactions_duplicate", NAMESPACE) if kind == "transactions"
+                     else get(f"{kind}_duplicate"))
+        per_source[kind] = run_summary.source_counts(
+            get(f"{kind}_read") + refused[kind], valid, duplicate,
+            get(f"{kind}_dead_lettered") + refused[kind])
+    return run_summary.summary_dict(per_source)
 
 
 def summary_line(s: Dict[str, Any]) -> str:
     w = s["written"]
     tables = " ".join(f"{t}={w[t]:,}" for t in OUTPUT_TABLES if t in w)
     skipped = "" if "churn_predictions" in w else " (churn_predictions skipped: no model)"
-    return (f"batch: as_of={s['as_of']} read={s['read']:,} valid={s['valid']:,} "
-            f"duplicate={s['duplicate']:,} dead_lettered={s['dead_lettered']:,} | rows written: "
-            f"{tables}{skipped} in {s['seconds']} s")
+    return (run_summary.summary_line("batch", s, prefix=f"batch: as_of={s['as_of']}")
+            + f" | rows written: {tables}{skipped} in {s['seconds']} s")
 
 
 # --------------------------------------------------------------------------- CLI

@@ -34,7 +34,7 @@ from batch.steps import (CountFn, LocateProvincesFn, UnwrapBookingFn, as_of_date
 from pipelines.batch_options import ShopstreamBatchOptions
 from pipelines.batch_staging import cleanup, join, read_run_info, write_table
 from transforms import records
-from transforms.sources import ReadTableFiles
+from transforms.sources import ReadSmallTable, ReadTableFiles
 from transforms.warehouse import arrow_schema, open_warehouse
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,9 @@ def build_pipeline(p: beam.Pipeline, opts: PipelineOptions, inputs: Optional[Dic
         label = _camel(kind)
         paths = inputs.get(kind) or []
         if paths:
-            out = p | f"Read{label}" >> ReadTableFiles(paths, kind, timestamped=False)
+            out = p | f"Read{label}" >> (
+                ReadSmallTable(paths, kind) if kind in ("product", "customer")
+                else ReadTableFiles(paths, kind, timestamped=False))
             parsed[kind] = out["records"] | f"CountValid{label}" >> beam.ParDo(
                 CountFn(f"{kind}_valid"))
             dead.append(out["dead"] | f"CountDead{label}" >> beam.ParDo(

@@ -62,19 +62,35 @@ class ReadStats:
     valid: int = 0
     bad: int = 0
     reasons: Dict[str, int] = field(default_factory=dict)
+    #: per source: {"read", "valid", "duplicate", "dead_lettered"} (transforms.run_summary)
+    by_source: Dict[str, Dict[str, int]] = field(default_factory=dict)
+
+    def count(self, kind: str, what: str) -> None:
+        from transforms.run_summary import source_counts
+
+        c = self.by_source.setdefault(kind, source_counts())
+        c[what] += 1
+        if what == "read":
+            self.read += 1
+        elif what == "valid":
+            self.valid += 1
 
     def reject(self, kind: str, reason: str, raw: str) -> None:
         self.bad += 1
+        self.count(kind, "dead_lettered")
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
         if self.bad <= MAX_REASONS_SHOWN:
-            print(f"publish: skipped bad {kind} row ({reason}): {raw[:120]}", file=sys.stderr)
+            print(f"publish: skipped bad {kind} row ({reason}): "
+                  f"{records.printable(raw[:120])}", file=sys.stderr)
 
 
 def _open_text(path: str):
     from apache_beam.io.filesystems import FileSystems  # local and gs://
 
     raw = FileSystems.open(path)  # decompresses .gz by extension
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+    # bytes that are not UTF-8 reach the parser as lone surrogates: their row is refused
+    # by the text rule of transforms.records, like in replay, batch and stream
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
 
 
 def iter_rows(path: str, kind: str, stats: ReadStats) -> Iterator[Tuple[int, str, dict]]:
@@ -88,18 +104,18 @@ def iter_rows(path: str, kind: str, stats: ReadStats) -> Iterator[Tuple[int, str
             for line in text:
                 if not line.strip():
                     continue
-                stats.read += 1
+                stats.count(kind, "read")
                 try:
                     rec = records.parse_json(kind, line)
                 except records.InvalidRecord as exc:
                     stats.reject(kind, str(exc), line.strip())
                     continue
                 row = json.loads(line)
-                stats.valid += 1
+                stats.count(kind, "valid")
                 yield _key(kind, rec) + (row,)
             return
-        for item in records.iter_csv_rows(kind, text, source=kind):
-            stats.read += 1
+        for item in records.iter_csv_rows(kind, text, source=kind, where=path):
+            stats.count(kind, "read")
             if isinstance(item, records.DeadLetter):
                 stats.reject(kind, f"{item.reason} ({path})" if "header" in item.reason
                              else item.reason, item.raw)
@@ -110,7 +126,7 @@ def iter_rows(path: str, kind: str, stats: ReadStats) -> Iterator[Tuple[int, str
             except records.InvalidRecord as exc:
                 stats.reject(kind, str(exc), ",".join(fields))
                 continue
-            stats.valid += 1
+            stats.count(kind, "valid")
             yield _key(kind, rec) + (row,)
 
 
@@ -207,11 +223,16 @@ class PublishSummary:
     last_event_time: Optional[str] = None
     shift_seconds: float = 0.0
     seconds: float = 0.0
+    by_source: Dict[str, Dict[str, int]] = field(default_factory=dict)
 
     def line(self) -> str:
-        return (f"publish done in {self.seconds:.1f}s: published={self.published} "
+        from transforms.run_summary import summary_dict, summary_line
+
+        head = summary_line("publish", summary_dict(self.by_source),
+                            prefix=f"publish done in {self.seconds:.1f}s:")
+        return (f"{head} | published={self.published} "
                 f"(clicks={self.clicks} orders={self.orders}) skipped_bad={self.skipped_bad} "
-                f"failed={self.failed} read={self.read} first_event_time={self.first_event_time or '-'} "
+                f"failed={self.failed} first_event_time={self.first_event_time or '-'} "
                 f"last_event_time={self.last_event_time or '-'} shift_seconds={self.shift_seconds:.0f}")
 
 
@@ -271,6 +292,7 @@ def publish(input_path: str, topic: str, orders_topic: Optional[str] = None,
     with tempfile.TemporaryDirectory(prefix="shopstream-publish-") as tmp:
         ordered, total = external_sort(all_items(), tmp, sort_chunk)
         summary.read, summary.skipped_bad = stats.read, stats.bad
+        summary.by_source = stats.by_source
         if limit is not None:
             total = min(total, limit)
         bar = tqdm(total=total, unit="msg", desc="publish", file=sys.stderr,

@@ -125,7 +125,15 @@ def create_app(redis_url: Optional[str] = None, warehouse: Optional[str] = None,
     """The FastAPI application (a test passes its own ``redis_url``)."""
     import redis
     from fastapi import FastAPI, HTTPException, Path as PathParam, Query
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    import orjson
+    from fastapi.responses import FileResponse, HTMLResponse, Response
+
+    class JSONResponse(Response):
+        """JSON encoded by orjson (several times faster than the json module)."""
+        media_type = "application/json"
+
+        def render(self, content: Any) -> bytes:
+            return orjson.dumps(content)
 
     if not (WEB_DIR / "index.html").exists():
         raise RuntimeError(f"the live page is missing: {WEB_DIR / 'index.html'}")
@@ -140,6 +148,17 @@ def create_app(redis_url: Optional[str] = None, warehouse: Optional[str] = None,
     app.state.redis = client
     app.state.warehouse = warehouse
     report_cache: Dict[str, Any] = {"at": 0.0, "html": None}
+    names_caches: Dict[str, dict] = {h: {} for h in HORIZONS}  # per ranking version
+
+    def get(path: str, **kw):
+        """A GET route that answers HEAD too (load balancers and uptime checks use it);
+        the OpenAPI document lists the GET only."""
+        def register(fn):
+            app.get(path, **kw)(fn)
+            app.add_api_route(path, fn, methods=["HEAD"], include_in_schema=False,
+                              response_class=kw.get("response_class", JSONResponse))
+            return fn
+        return register
     report_lock = threading.Lock()
     no_store = {"Cache-Control": "no-store"}
 
@@ -150,12 +169,16 @@ def create_app(redis_url: Optional[str] = None, warehouse: Optional[str] = None,
     def redis_down(exc: Exception) -> HTTPException:
         return HTTPException(503, detail=f"Redis is {redis_state(exc)} at {where}: {exc}")
 
-    @app.get("/api/rankings/{dimension}", tags=["rankings"],
+    @get("/api/rankings/{dimension}", tags=["rankings"],
              summary="Top-N of a live ranking",
              responses={422: {"description": "unknown dimension, horizon, gender or season, "
                                              "or limit outside 1..50"},
-                        503: {"description": "Redis is unreachable"}})
-    def get_ranking(
+                        503: {"description": "Redis is unreachable, or the ranking holds a "
+                                             "non-finite score"}})
+    # async: answered on the event loop, without a thread hop per request (the thread pool
+    # dominated p99 under load); the Redis calls are one local round trip with short
+    # timeouts (make_client), so they hold the loop for well under a millisecond
+    async def get_ranking(
         dimension: Literal["products", "brands", "subcategories"] = PathParam(
             ..., description="what is ranked"),
         horizon: Literal["1h", "24h", "all"] = Query(
@@ -171,18 +194,21 @@ def create_app(redis_url: Optional[str] = None, warehouse: Optional[str] = None,
         except InvalidQuery as exc:
             raise HTTPException(422, detail=str(exc))
         try:
-            items = rankings.read_ranking(client, dimension, horizon, gender=g, season=s,
-                                          limit=limit)
-            meta = freshness(rankings.read_meta(client), horizon)
+            items, raw_meta = rankings.read_ranking_with_meta(
+                client, dimension, horizon, gender=g, season=s, limit=limit,
+                names_cache=names_caches[horizon])
+            meta = freshness(raw_meta, horizon)
         except redis.RedisError as exc:  # down, timed out, refused the password...
             raise redis_down(exc)
+        except rankings.UnusableRanking as exc:  # never a NaN/inf in a response
+            raise HTTPException(503, detail=str(exc))
         body = {"dimension": dimension, "horizon": horizon, "gender": g, "season": s,
                 "items": items, "meta": meta}
         return JSONResponse(body, headers=no_store)
 
-    @app.get("/healthz", tags=["health"], summary="Redis reachable, rankings age",
+    @get("/healthz", tags=["health"], summary="Redis reachable, rankings age",
              responses={503: {"description": "Redis is unreachable"}})
-    def healthz():
+    async def healthz():
         try:
             client.ping()
             raw = rankings.read_meta(client)
@@ -200,19 +226,19 @@ def create_app(redis_url: Optional[str] = None, warehouse: Optional[str] = None,
              "horizons": {h: freshness(raw, h) for h in (raw.get("horizons") or {})},
              "warehouse": warehouse}, headers=no_store)
 
-    @app.get("/", include_in_schema=False)
+    @get("/", include_in_schema=False)
     def index():
         return FileResponse(WEB_DIR / "index.html", media_type="text/html",
                             headers=no_store)
 
-    @app.get("/static/{name}", include_in_schema=False)
+    @get("/static/{name}", include_in_schema=False)
     def static(name: str):
         path = WEB_DIR / name
         if "/" in name or name.startswith(".") or not path.is_file():
             raise HTTPException(404, detail="not found")
         return FileResponse(path)
 
-    @app.get("/report", tags=["report"], response_class=HTMLResponse,
+    @get("/report", tags=["report"], response_class=HTMLResponse,
              summary="The analytics report built from the warehouse",
              responses={404: {"description": "no --warehouse given, or it does not exist"},
                         503: {"description": "the warehouse could not be read"}})
@@ -251,6 +277,8 @@ def register(subparsers, name: str = "serve"):
     p.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
     p.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes (default 1; more use more cores under load)")
     p.set_defaults(func=run)
     return p
 
@@ -266,6 +294,23 @@ def run(args) -> int:
         return 2
     print(f"shopstream serve: http://{args.host}:{args.port}/ (API docs at /docs, "
           f"Redis {rankings.redact_url(url)})", flush=True)
+    if args.workers > 1:  # worker processes build the app from the environment
+        import os
+
+        os.environ["SHOPSTREAM_SERVE_REDIS"] = url
+        os.environ["SHOPSTREAM_SERVE_WAREHOUSE"] = args.warehouse or ""
+        uvicorn.run("pipelines.serve:app_from_env", factory=True, workers=args.workers,
+                    host=args.host, port=args.port, access_log=args.access_log,
+                    log_level="warning")
+        return 0
     uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log,
                 log_level="warning")
     return 0
+
+
+def app_from_env():
+    """The app of one ``--workers`` process (settings passed by :func:`run`)."""
+    import os
+
+    return create_app(os.environ["SHOPSTREAM_SERVE_REDIS"],
+                      warehouse=os.environ.get("SHOPSTREAM_SERVE_WAREHOUSE") or None)

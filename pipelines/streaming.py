@@ -21,13 +21,13 @@ import argparse
 import logging
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (PipelineOptions, StandardOptions)
 
 from pipelines.streaming_options import ShopstreamStreamingOptions
-from transforms import sinks, sources
+from transforms import run_summary, sinks, sources
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,12 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
     if live:
         dataflow = "Dataflow" in str(p.options.view_as(StandardOptions).runner or "")
         id_label = "event_id" if dataflow else None  # the DirectRunner rejects id_label
-        clicks = p | "ReadClicks" >> sources.ReadPubSubRecords(opts.subscription, "click_stream", id_label)
+        ps = {"max_message_bytes": opts.max_message_bytes,  # event time parsed in a DoFn;
+              "timestamp_attribute": "event_time" if dataflow else None}  # Dataflow: watermark
+        clicks = p | "ReadClicks" >> sources.ReadPubSubRecords(
+            opts.subscription, "click_stream", id_label, **ps)
         orders = (p | "ReadOrders" >> sources.ReadPubSubRecords(
-            opts.orders_subscription, "transactions", "booking_id" if dataflow else None)
+            opts.orders_subscription, "transactions", "booking_id" if dataflow else None, **ps)
             if opts.orders_subscription else None)
         dead += [clicks["dead"]] + ([orders["dead"]] if orders is not None else [])
         clicks = clicks["records"] | "ClicksMaxFuture" >> RejectFuture(
@@ -158,7 +161,8 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
     if opts.redis:
         snapshots | "WriteRedis" >> WriteRankingsToRedis(
             opts.redis, top_n=max(10, opts.top_n), min_interval=opts.refresh if live else 0.0,
-            password_secret=opts.redis_secret)
+            password_secret=opts.redis_secret, retry_seconds=opts.redis_retry_seconds,
+            fail_on_give_up=not live)
 
     # ---- warehouse
     dead_all = dead | "FlattenDead" >> beam.Flatten()
@@ -202,14 +206,14 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
 
 def _spill_dir(options) -> str:
     """Where a replay spills its session payloads (deleted after the run): a fresh folder
-    under --temp_location, else under the local temp folder."""
+    under --temp_location, else under the local temp folder; it carries the pid, so the
+    next run removes it if this one is killed (sources.new_spill_dir)."""
     import tempfile
-    import uuid
 
     from apache_beam.options.pipeline_options import GoogleCloudOptions
 
     base = options.view_as(GoogleCloudOptions).temp_location or tempfile.gettempdir()
-    return f"{base.rstrip('/')}/shopstream-replay-{uuid.uuid4().hex[:12]}"
+    return sources.new_spill_dir(base)
 
 
 def _require(paths: List[str], kind: str, root: str) -> List[str]:
@@ -220,31 +224,38 @@ def _require(paths: List[str], kind: str, root: str) -> List[str]:
 
 
 # --------------------------------------------------------------------------- commands
-COUNTERS = (
-    ("read", "click_stream_read"), ("valid", "valid"), ("duplicate", "duplicate"),
-    ("dead_lettered", "click_stream_dead_lettered"), ("orders_read", "transactions_read"),
-    ("duplicate_orders", "duplicate_orders"),
-    ("orders_dead_lettered", "transactions_dead_lettered"),
-    ("future_dead_lettered", "future_dead_lettered"), ("inferred", "inferred"),
-    ("visits_closed", "visits_closed"), ("late", "late"), ("redis_writes", "redis_writes"),
-    ("redis_retries", "redis_retries"),
-)
+def summarize(result) -> Dict[str, object]:
+    """The run summary (``transforms.run_summary`` shape) from Beam counters: per source
+    read = valid + duplicate + dead_lettered, where click events are valid once
+    sessionized and dead-lettered when unparseable, too far in the future or late, and
+    orders are valid once per booking_id."""
+    c = run_summary.query_counters(result)
+
+    def get(name, ns="shopstream"):
+        return c.get((ns, name), 0)
+
+    sess = "shopstream.sessions"
+    per_source = {"click_stream": run_summary.source_counts(
+        get("click_stream_read"), get("valid", sess), get("duplicate", sess),
+        get("click_stream_dead_lettered") + get("late", sess))}
+    duplicate_orders = get("duplicate_orders", "shopstream.orders")
+    per_source["transactions"] = run_summary.source_counts(
+        get("transactions_read"), get("transactions_valid") - duplicate_orders,
+        duplicate_orders, get("transactions_dead_lettered"))
+    for kind in ("product", "customer"):
+        if get(f"{kind}_read"):
+            per_source[kind] = run_summary.source_counts(
+                get(f"{kind}_read"), get(f"{kind}_valid"), get(f"{kind}_duplicate"),
+                get(f"{kind}_dead_lettered"))
+    return run_summary.summary_dict(
+        per_source, inferred=get("inferred", sess), visits_closed=get("visits_closed", sess),
+        future_dead_lettered=get("future_dead_lettered"),
+        redis_writes=get("redis_writes"), redis_retries=get("redis_retries"),
+        redis_write_failures=get("redis_write_failures"))
 
 
-def summarize(result) -> Dict[str, int]:
-    """Beam counter totals for the run summary (committed values, attempted as fallback)."""
-    totals: Dict[str, int] = {}
-    try:
-        counters = result.metrics().query()["counters"]
-    except Exception:  # some runners cannot report metrics
-        return totals
-    by_name: Dict[str, int] = {}
-    for c in counters:
-        value = c.committed if c.committed is not None else c.attempted
-        by_name[c.key.metric.name] = by_name.get(c.key.metric.name, 0) + (value or 0)
-    for label, name in COUNTERS:
-        totals[label] = by_name.get(name, 0)
-    return totals
+SUMMARY_EXTRAS = ("inferred", "visits_closed", "future_dead_lettered", "redis_writes",
+                  "redis_retries", "redis_write_failures")
 
 
 def option_names() -> List[str]:
@@ -374,12 +385,22 @@ def _replay(args) -> int:
     t0 = time.time()
     print(f"replaying {args.input} → warehouse={args.warehouse or '-'} "
           f"redis={_redact(args.redis) if args.redis else '-'}", file=sys.stderr)
-    result = run_pipeline(opts)
+    problem = args.redis and redis_problem(args.redis, args.redis_retry_seconds)
+    if problem:
+        return _fail("replay", problem)
+    try:
+        result = run_pipeline(opts)
+    except Exception as exc:  # noqa: BLE001 - a Redis failure is one line, exit 1
+        reason = redis_failure(exc)
+        if reason is None:
+            raise
+        return _fail("replay", f"the Redis rankings were not written: {reason}")
     totals = summarize(result)
     secs = time.time() - t0
-    rate = totals.get("read", 0) / secs if secs else 0
-    print("replay done in %.1fs (%.0f events/s): sessionize=%s %s" % (
-        secs, rate, result.sessionize_mode, " ".join(f"{k}={v}" for k, v in totals.items())))
+    rate = totals["by_source"]["click_stream"]["read"] / secs if secs else 0
+    print(run_summary.summary_line(
+        "replay", totals, SUMMARY_EXTRAS, prefix="replay done in %.1fs (%.0f events/s): "
+        "sessionize=%s" % (secs, rate, result.sessionize_mode)))
     return 0
 
 
@@ -387,6 +408,9 @@ def _stream(args) -> int:
     if not args.subscription:
         print("shopstream stream: error: --subscription is required", file=sys.stderr)
         return 2
+    problem = args.redis and redis_problem(args.redis, args.redis_retry_seconds)
+    if problem:
+        return _fail("stream", problem)
     opts = _pipeline_options(args, args.beam_args, streaming=True)
     result = run_pipeline(opts, wait=False)
     runner = opts.view_as(StandardOptions).runner or ""
@@ -403,6 +427,32 @@ def _stream(args) -> int:
     print("stream stopped: sessionize=%s %s" % (result.sessionize_mode, " ".join(
         f"{k}={v}" for k, v in summarize(result).items())))
     return 0
+
+
+def redis_problem(url: str, retry_seconds: float) -> Optional[str]:
+    """Before a run: None if Redis answers (within the retry budget) and accepts the
+    credentials, else why not."""
+    from transforms.redis_sink import RedisWriteError, wait_for_redis
+
+    try:
+        wait_for_redis(url, retry_seconds)
+    except RedisWriteError as exc:
+        return f"cannot write the Redis rankings: {exc}"
+    return None
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"shopstream {command}: error: {message}", file=sys.stderr)
+    return 1
+
+
+def redis_failure(exc: BaseException) -> Optional[str]:
+    """The RedisWriteError message inside a failed run's exception (the runner wraps
+    worker errors in its own), or None."""
+    text = f"{type(exc).__name__}: {exc}"
+    if "RedisWriteError" not in text:
+        return None
+    return text.split("RedisWriteError:", 1)[-1].strip().splitlines()[0]
 
 
 def _redact(url: str) -> str:

@@ -81,5 +81,11 @@ class ShopstreamStreamingOptions(PipelineOptions):
                    "timers: the live graph), buckets (bounded replay: whole sessions "
                    "grouped in buckets), auto = stateful with --streaming or a "
                    "subscription, else buckets (default %(default)s)")
+        add_option(parser, "redis_retry_seconds", type=float, default=60.0,
+              help="seconds to keep retrying an unreachable Redis before the run gives up "
+                   "(a replay then exits non-zero; live, the newest rankings are kept for "
+                   "the next write)")
+        add_option(parser, "max_message_bytes", type=int, default=1_000_000,
+              help="Pub/Sub messages larger than this are dead-lettered (and acked)")
         add_option(parser, "staging", default=None,
               help="folder for staging files of the DuckDB sink (default: beside the warehouse)")

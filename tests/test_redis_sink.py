@@ -307,3 +307,56 @@ def test_write_rankings_transform_arguments():
         WriteRankingsToRedis("")
     t = WriteRankingsToRedis("redis://:hunter2@127.0.0.1:1/0")
     assert "hunter2" not in str(t.display_data())
+
+
+# --------------------------------------------------------------------------- issue 11
+def test_non_finite_scores_are_refused_by_the_writer(redis_server, caplog):
+    w = writer(redis_server.url)
+    bad = snap("all", 10, {1: 5.0, 2: float("inf"), 3: float("nan"), 4: 1.0})
+    with caplog.at_level(logging.ERROR, logger="transforms.redis_sink"):
+        assert w.write(bad) is True
+    assert redis_server.client().zrevrange("shopstream:top:all:products", 0, -1,
+                                           withscores=True) == [("1", 5.0), ("4", 1.0)]
+    assert "refused a non-finite score (inf) for 2" in caplog.text
+    assert read_ranking(redis_server.client(), "products", "all")[0]["id"] == 1
+
+
+def test_the_retry_budget_spans_flushes_and_a_bounded_run_fails_loudly():
+    from transforms.redis_sink import RedisWriteError
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    w = writer(url, retry_seconds=0.5, backoff_max=0.05)
+    t0 = time.monotonic()
+    assert w.write(SNAPSHOTS[0]) is False
+    assert w.write(SNAPSHOTS[1]) is False  # the budget is spent: no second 0.5 s of retries
+    assert time.monotonic() - t0 < 0.9
+    strict = writer(url, retry_seconds=0.3, backoff_max=0.05, fail_on_give_up=True)
+    with pytest.raises(RedisWriteError, match=r"unreachable for 0s"):
+        strict.write(SNAPSHOTS[0])
+
+
+def test_wait_for_redis_fails_fast_on_refused_credentials(tmp_path):
+    import socket
+    import subprocess
+
+    from transforms.redis_sink import RedisWriteError, wait_for_redis
+
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--requirepass", "pw", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.02)
+        t0 = time.monotonic()
+        with pytest.raises(RedisWriteError, match="refused the credentials"):
+            wait_for_redis(f"redis://:nope@127.0.0.1:{port}/0", retry_seconds=30)
+        assert time.monotonic() - t0 < 5
+        wait_for_redis(f"redis://:pw@127.0.0.1:{port}/0", retry_seconds=5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

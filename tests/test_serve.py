@@ -241,3 +241,36 @@ def test_cli_registers_serve(redis_server):
     argv = ["serve", "--redis", redis_server.url, "--port", "9", "--warehouse", "w.duckdb"]
     args = build_parser(argv).parse_args(argv)
     assert args.func is serve.run and args.port == 9 and args.host == "127.0.0.1"
+
+
+# --------------------------------------------------------------------------- issue 11
+@pytest.mark.parametrize("path", ["/healthz", "/api/rankings/products", "/api/rankings/brands",
+                                  "/", "/openapi.json", "/static/app.js"])
+def test_head_is_answered_on_every_get_route(api, path):
+    get, head = api.get(path), api.head(path)
+    assert get.status_code == 200, (path, get.text[:200])
+    assert head.status_code == 200, path
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+
+
+def test_a_non_finite_score_is_never_served(api, redis_server):
+    client = redis_server.client()
+    client.zadd("shopstream:top:all:products", {"15315": float("inf")})
+    r = api.get("/api/rankings/products")
+    assert r.status_code == 503
+    assert "non-finite score (inf) for '15315'" in r.json()["detail"]
+    assert api.head("/api/rankings/products").status_code == 503
+    # other rankings are still served
+    assert api.get("/api/rankings/brands").status_code == 200
+
+
+def test_product_names_are_read_again_when_the_ranking_is_rewritten(api, redis_server):
+    client = redis_server.client()
+    first = api.get("/api/rankings/products").json()["items"][0]
+    assert first["name"] == "Puma Men Blue Shoes"
+    client.hset("shopstream:names:products", "15315", "Puma Men Blue Shoes v2")
+    assert api.get("/api/rankings/products").json()["items"][0]["name"] == "Puma Men Blue Shoes"
+    client.hset("shopstream:meta", "all:written_at_us", int(time.time() * 1e6))
+    assert api.get("/api/rankings/products").json()["items"][0]["name"] == \
+        "Puma Men Blue Shoes v2"

@@ -39,6 +39,9 @@ class _RejectFutureFn(beam.DoFn):
     def __init__(self, kind: str, max_future: float, to_raw):
         self.kind, self.max_future, self.to_raw = kind, max_future, to_raw
         self.dead = Metrics.counter("shopstream", f"{kind}_dead_lettered")
+        # The parser counted the record valid; it is a dead letter now (read = valid +
+        # duplicate + dead_lettered in the run summary).
+        self.valid = Metrics.counter("shopstream", f"{kind}_valid")
         self.future = Metrics.counter("shopstream", "future_dead_lettered")
 
     def process(self, rec):
@@ -47,6 +50,7 @@ class _RejectFutureFn(beam.DoFn):
             yield rec
             return
         self.dead.inc()
+        self.valid.dec()
         self.future.inc()
         yield beam.pvalue.TaggedOutput(DEAD, records.dead_letter(
             self.kind, self.to_raw(rec), reason))

@@ -22,6 +22,7 @@ Keys (``prefix`` defaults to ``shopstream``):
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Dict, List, Optional
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -133,6 +134,18 @@ def _sort_key(kind: str, member: str, score: float):
     return (-score, 1, 0, member)
 
 
+class UnusableRanking(ValueError):
+    """A ranking in Redis holds a score no reader may pass on (NaN or infinite)."""
+
+
+def check_scores(key: str, pairs) -> None:
+    """Raise :class:`UnusableRanking` naming the first non-finite score of ``key``."""
+    for member, score in pairs:
+        if not math.isfinite(score):
+            raise UnusableRanking(f"ranking {key} holds a non-finite score ({score}) for "
+                                  f"{member!r}; it is not served until a writer replaces it")
+
+
 def read_ranking(client, dimension: str = "products", horizon: str = "all",
                  gender: Optional[str] = None, season: Optional[str] = None, limit: int = 10,
                  prefix: str = KEY_PREFIX) -> List[dict]:
@@ -155,6 +168,7 @@ def read_ranking(client, dimension: str = "products", horizon: str = "all",
     limit = max(0, int(limit))
     ranked = client.zrevrange(key, 0, -1, withscores=True)  # ≤ top_n members: sort ties here
     pairs = [(_text(m), float(s)) for m, s in ranked]
+    check_scores(key, pairs)
     pairs.sort(key=lambda ms: _sort_key(kind, ms[0], ms[1]))
     pairs = pairs[:limit]
     if kind == "products":
@@ -165,6 +179,45 @@ def read_ranking(client, dimension: str = "products", horizon: str = "all",
                  "score": s} for i, (m, s) in enumerate(pairs, start=1)]
     return [{"rank": i, "id": m, "name": m, "score": s}
             for i, (m, s) in enumerate(pairs, start=1)]
+
+
+def read_ranking_with_meta(client, dimension: str = "products", horizon: str = "all",
+                           gender: Optional[str] = None, season: Optional[str] = None,
+                           limit: int = 10, names_cache: Optional[dict] = None,
+                           prefix: str = KEY_PREFIX):
+    """``(items, meta)``: :func:`read_ranking` and :func:`read_meta` in one round trip
+    (a pipeline). With ``names_cache`` (a dict the caller keeps), product names are
+    looked up only for members not seen since the horizon's ranking was last written
+    (the cache is emptied whenever its ``written_at_us`` changes)."""
+    if horizon not in HORIZONS:
+        raise ValueError(f"unknown horizon {horizon!r}; expected one of {', '.join(HORIZONS)}")
+    dim = dimension if ":" in dimension else dimension_key(dimension, gender, season)
+    kind = dim.split(":", 1)[0]
+    key = top_key(horizon, dim, prefix)
+    pipe = client.pipeline(transaction=False)
+    pipe.zrevrange(key, 0, -1, withscores=True)
+    pipe.hgetall(meta_key(prefix))
+    ranked, raw_meta = pipe.execute()
+    pairs = [(_text(m), float(s)) for m, s in ranked]
+    check_scores(key, pairs)
+    pairs.sort(key=lambda ms: _sort_key(kind, ms[0], ms[1]))
+    pairs = pairs[:max(0, int(limit))]
+    meta = decode_meta(raw_meta)
+    if kind != "products":
+        return [{"rank": i, "id": m, "name": m, "score": s}
+                for i, (m, s) in enumerate(pairs, start=1)], meta
+    cache = names_cache if names_cache is not None else {}
+    version = (meta.get("horizons", {}).get(horizon) or {}).get("written_at_us")
+    if cache.get("version") != version:
+        cache.clear()
+        cache.update(version=version, names={})
+    names = cache.setdefault("names", {})
+    missing = [m for m, _ in pairs if m not in names]
+    if missing:
+        names.update({m: (_text(v) if v is not None else None)
+                      for m, v in zip(missing, client.hmget(names_key(prefix), missing))})
+    return [{"rank": i, "id": int(m) if m.isdigit() else m, "name": names.get(m), "score": s}
+            for i, (m, s) in enumerate(pairs, start=1)], meta
 
 
 def known_dimensions(client, horizon: str, prefix: str = KEY_PREFIX) -> List[str]:
@@ -186,7 +239,12 @@ def read_meta(client, prefix: str = KEY_PREFIX) -> Dict[str, Any]:
     ``written_at``, ``written_at_us`` (latest over the horizons) and ``horizons``:
     ``{h: {current_to, current_to_us, written_at, written_at_us, records, window_end_us}}``.
     """
-    raw = {_text(k): _text(v) for k, v in (client.hgetall(meta_key(prefix)) or {}).items()}
+    return decode_meta(client.hgetall(meta_key(prefix)))
+
+
+def decode_meta(hash_value) -> Dict[str, Any]:
+    """The decoded form of the meta hash as HGETALL returns it (see :func:`read_meta`)."""
+    raw = {_text(k): _text(v) for k, v in (hash_value or {}).items()}
     if not raw:
         return {}
     out: Dict[str, Any] = {}

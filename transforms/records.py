@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import io
 import json
+import logging
 import re
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -54,6 +55,15 @@ _NUM = r"(0|[1-9]\d{0,17})"
 _CART_META = re.compile(
     rf"\{{'product_id': {_NUM}, 'quantity': {_NUM}, 'item_price': {_NUM}\}}\Z")
 _INT64_MAX = 2**63 - 1
+log = logging.getLogger(__name__)
+
+#: Characters no field may hold: C0 controls except tab, LF and CR (a quoted CSV field may
+#: span lines), DEL, and the lone surrogates that ``surrogateescape`` decoding makes of
+#: bytes that are not UTF-8. One rule for every reader (replay, batch, stream, publish).
+_BAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+#: Birthdates before this are refused as implausible (and after today as impossible).
+MIN_BIRTHDATE = dt.date(1900, 1, 1)
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 
 
 class InvalidRecord(ValueError):
@@ -140,6 +150,65 @@ class Product(NamedTuple):
 Record = Union[ClickEvent, Transaction, Customer, Product]
 
 
+# --------------------------------------------------------------------------- text
+def decode_text(data: bytes) -> str:
+    """Bytes of a file or message → text. Bytes that are not UTF-8 become lone surrogates
+    (``surrogateescape``), so the record holding them — and only that record — is
+    dead-lettered by :func:`check_text` instead of the whole file failing."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def text_problem(text: str) -> Optional[str]:
+    """None if ``text`` may appear in a record, else the dead-letter reason."""
+    m = _BAD_CHAR.search(text)
+    if m is None:
+        return None
+    c = m.group()
+    if "\udc80" <= c <= "\udcff":
+        return f"not valid UTF-8: byte 0x{ord(c) - 0xdc00:02x} at character {m.start()}"
+    if "\ud800" <= c <= "\udfff":
+        return f"not valid UTF-8: a surrogate code point at character {m.start()}"
+    return f"control character U+{ord(c):04X} at character {m.start()}"
+
+
+def check_text(text: str) -> str:
+    """Raise InvalidRecord (the reason of :func:`text_problem`) unless ``text`` is clean."""
+    reason = text_problem(text)
+    if reason:
+        raise InvalidRecord(reason)
+    return text
+
+
+def printable(text: str) -> str:
+    """``text`` with undecodable bytes and control characters shown as ``\\xNN`` escapes:
+    what a dead letter stores as the raw record (every sink accepts it, the bytes stay
+    visible)."""
+    if _BAD_CHAR.search(text) is None:
+        return text
+
+    def esc(m):
+        c = ord(m.group())
+        return f"\\x{c - 0xdc00:02x}" if 0xdc80 <= c <= 0xdcff else (
+            f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}")
+
+    return _BAD_CHAR.sub(esc, text)
+
+
+def _check_values(obj: Any, depth: int = 0) -> None:
+    """The text rule on every string of a decoded JSON object (``\\u0000`` escapes)."""
+    if depth > 20:
+        raise InvalidRecord("JSON record nested too deeply")
+    if isinstance(obj, str):
+        check_text(obj)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            check_text(str(k))
+            _check_values(v, depth + 1)
+    elif isinstance(obj, list):
+        for v in obj:
+            _check_values(v, depth + 1)
+
+
 # --------------------------------------------------------------------------- scalars
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
@@ -178,6 +247,25 @@ def _parse_date(value: Any, field: str) -> Optional[dt.date]:
         return dt.date.fromisoformat(str(value).strip()[:10])
     except ValueError:
         raise InvalidRecord(f"{field} is not a date: {_clip(value)!r}") from None
+
+
+def parse_birthdate(value: Any, today: Optional[dt.date] = None) -> dt.date:
+    """A customer's birthdate: required, ``YYYY-MM-DD``, from 1900-01-01 up to today."""
+    text = _str(value).strip()
+    if not text:
+        raise InvalidRecord("birthdate is missing")
+    if not _ISO_DATE.match(text):
+        raise InvalidRecord(f"birthdate is not a YYYY-MM-DD date: {_clip(value)!r}")
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise InvalidRecord(f"birthdate is not a date: {_clip(value)!r}") from None
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    if day > today:
+        raise InvalidRecord(f"birthdate {text} is in the future")
+    if day < MIN_BIRTHDATE:
+        raise InvalidRecord(f"birthdate {text} is before {MIN_BIRTHDATE.isoformat()}")
+    return day
 
 
 def _int(value: Any, field: str, *, required: bool = True, positive: bool = False) -> Optional[int]:
@@ -339,7 +427,7 @@ def parse_customer(row: Mapping[str, Any]) -> Customer:
         _int(row.get("customer_id"), "customer_id"),
         *(_str(row.get(c)) for c in ("first_name", "last_name", "username", "email")),
         _str(row.get("gender")).strip(),
-        _parse_date(row.get("birthdate"), "birthdate"),
+        parse_birthdate(row.get("birthdate")),
         *(_str(row.get(c)) for c in ("device_type", "device_id", "device_version")),
         _float(row.get("home_location_lat"), "home_location_lat"),
         _float(row.get("home_location_long"), "home_location_long"),
@@ -408,6 +496,7 @@ def parse_fields(kind: str, fields: Sequence[str]) -> Record:
 def parse_csv_line(kind: str, line: str) -> Record:
     if len(line) > MAX_RAW_CHARS:
         raise InvalidRecord(f"line too long ({len(line)} chars > {MAX_RAW_CHARS})")
+    check_text(line)
     try:
         fields = next(csv.reader([line]))
     except (csv.Error, StopIteration) as exc:
@@ -419,6 +508,9 @@ def parse_json(kind: str, payload: Union[str, bytes]) -> Record:
     """One JSON object (a Pub/Sub message or a JSONL line) with the CSV field names."""
     if len(payload) > MAX_RAW_CHARS:
         raise InvalidRecord(f"message too large ({len(payload)} bytes > {MAX_RAW_CHARS})")
+    if isinstance(payload, bytes):
+        payload = decode_text(payload)
+    check_text(payload)
     try:
         obj = json.loads(payload)
     except RecursionError:
@@ -427,6 +519,7 @@ def parse_json(kind: str, payload: Union[str, bytes]) -> Record:
         raise InvalidRecord(f"not valid JSON: {exc.__class__.__name__}: {_clip(exc, 60)}") from None
     if not isinstance(obj, dict):
         raise InvalidRecord(f"JSON record must be an object, got {type(obj).__name__}")
+    _check_values(obj)
     missing = [c for c in COLUMNS[kind] if c not in obj and c not in _OPTIONAL_JSON[kind]]
     if missing:
         raise InvalidRecord(f"missing field(s): {', '.join(missing)}")
@@ -443,11 +536,12 @@ _OPTIONAL_JSON = {
 
 
 def dead_letter(source: str, raw: Any, reason: str) -> DeadLetter:
+    """A DeadLetter; ``raw`` is clipped and made printable (see :func:`printable`)."""
     if isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "replace")
+        raw = decode_text(raw[:MAX_RAW_CHARS])
     elif not isinstance(raw, str):
         raw = ",".join(map(str, raw)) if isinstance(raw, (list, tuple)) else str(raw)
-    return DeadLetter(source, raw[:MAX_RAW_CHARS], reason, now_iso())
+    return DeadLetter(source, printable(raw[:MAX_RAW_CHARS]), printable(reason), now_iso())
 
 
 def parse_or_dead(kind: str, raw: Union[str, bytes], fmt: str = "csv") -> Union[Record, DeadLetter]:
@@ -455,7 +549,7 @@ def parse_or_dead(kind: str, raw: Union[str, bytes], fmt: str = "csv") -> Union[
     try:
         if fmt == "json":
             return parse_json(kind, raw)
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        text = decode_text(raw) if isinstance(raw, bytes) else raw
         return parse_csv_line(kind, text)
     except InvalidRecord as exc:
         return dead_letter(kind, raw, str(exc))
@@ -465,24 +559,36 @@ def parse_or_dead(kind: str, raw: Union[str, bytes], fmt: str = "csv") -> Union[
         return dead_letter(kind, raw, f"unexpected parser error: {type(exc).__name__}: {_clip(exc)}")
 
 
-def iter_csv_rows(kind: str, lines: Iterable[str], source: Optional[str] = None
+HEADER, NO_HEADER, WRONG_HEADER = "header", "no header", "wrong header"
+
+
+def header_kind(kind: str, fields: Sequence[str]) -> str:
+    """What the first row of a ``kind`` CSV file is: the expected header (skipped), a
+    header of other columns (the file is refused: reading it by position would put
+    values in the wrong columns), or no header at all (the row is data, and is read)."""
+    names = [f.strip().lstrip("\ufeff") for f in fields]
+    if tuple(names) == COLUMNS[kind]:
+        return HEADER
+    known = {c.lower() for c in COLUMNS[kind]}
+    if any(n.lower() in known for n in names):
+        return WRONG_HEADER
+    return NO_HEADER
+
+
+def wrong_header_reason(kind: str, where: str = "") -> str:
+    return (f"unexpected {kind} header{' in ' + where if where else ''}; expected "
+            f"{','.join(COLUMNS[kind])} (the file was not read)")
+
+
+def iter_csv_rows(kind: str, lines: Iterable[str], source: Optional[str] = None,
+                  where: str = "", warn: bool = True
                   ) -> Iterator[Union[Tuple[dict, Sequence[str]], DeadLetter]]:
-    """CSV text (header first) → ``(row, fields)`` per line, the row keyed by column name
-    (product names with unquoted commas repaired); unreadable lines become DeadLetters."""
+    """CSV text (header first, or no header) → ``(row, fields)`` per record, the row keyed
+    by column name (product names with unquoted commas repaired); unreadable records and
+    records breaking the text rule (:func:`text_problem`) become DeadLetters."""
     source = source or kind
     reader = csv.reader(lines)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    except csv.Error as exc:
-        yield dead_letter(source, "", f"unreadable CSV header: {exc}")
-        return
-    header = [h.strip().lstrip("\ufeff") for h in header]
-    if tuple(header) != COLUMNS[kind]:
-        yield dead_letter(source, ",".join(header),
-                          f"unexpected {kind} header; expected {','.join(COLUMNS[kind])}")
-        return
+    first = True
     while True:
         try:
             fields = next(reader)
@@ -490,21 +596,38 @@ def iter_csv_rows(kind: str, lines: Iterable[str], source: Optional[str] = None
             return
         except csv.Error as exc:
             yield dead_letter(source, "", f"unreadable CSV line {reader.line_num}: {exc}")
+            first = False
             continue
         if not fields:
+            continue
+        if first:
+            first = False
+            hk = header_kind(kind, fields)
+            if hk == HEADER:
+                continue
+            if hk == WRONG_HEADER:
+                yield dead_letter(source, _fields_raw(fields), wrong_header_reason(kind, where))
+                return
+            if warn:
+                log.warning("%s has no header row: its first line is read as data",
+                            where or f"a {kind} file")
+        raw = _fields_raw(fields)
+        reason = text_problem(raw)
+        if reason:
+            yield dead_letter(source, raw, reason)
             continue
         try:
             yield fields_to_row(kind, fields), fields
         except InvalidRecord as exc:
-            yield dead_letter(source, _fields_raw(fields), str(exc))
+            yield dead_letter(source, raw, str(exc))
 
 
-def iter_csv_text(kind: str, lines: Iterable[str], source: Optional[str] = None
-                  ) -> Iterator[Union[Record, DeadLetter]]:
+def iter_csv_text(kind: str, lines: Iterable[str], source: Optional[str] = None,
+                  where: str = "") -> Iterator[Union[Record, DeadLetter]]:
     """Parse CSV text (header first) record by record; bad rows become DeadLetters."""
     source = source or kind
     parse = PARSERS[kind]
-    for item in iter_csv_rows(kind, lines, source):
+    for item in iter_csv_rows(kind, lines, source, where):
         if isinstance(item, DeadLetter):
             yield item
             continue
@@ -521,14 +644,79 @@ def iter_csv_text(kind: str, lines: Iterable[str], source: Optional[str] = None
 
 def _fields_raw(fields: Sequence[str]) -> str:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="").writerow(fields)
-    return buf.getvalue()
+    csv.writer(buf, lineterminator="\n").writerow(fields)  # quotes fields holding newlines
+    return buf.getvalue()[:-1]
 
 
 def read_csv_records(path: str, kind: str) -> Iterator[Union[Record, DeadLetter]]:
-    """Read a local or ``gs://`` CSV file of ``kind`` (header row required)."""
+    """Read a local or ``gs://`` CSV file of ``kind`` (header row optional)."""
     from apache_beam.io.filesystems import FileSystems  # local import: keeps pure users light
 
     with FileSystems.open(path) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
-        yield from iter_csv_text(kind, text, source=kind)
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        yield from iter_csv_text(kind, text, source=kind, where=path)
+
+
+class Duplicate(NamedTuple):
+    """A row repeating an earlier one exactly (counted as a duplicate, not kept)."""
+    source: str
+    key: Any
+
+
+def record_key(rec: Record) -> Any:
+    """The id a dimension table is unique by (product id, customer id)."""
+    return rec.id if isinstance(rec, Product) else rec.customer_id
+
+
+def first_by_id(items: Iterable[Union[Tuple[Record, str], DeadLetter]], source: str
+                ) -> Iterator[Union[Record, Duplicate, DeadLetter]]:
+    """One row per id in a dimension table, the same rule in replay and batch: the first
+    row of an id (in file order) is kept; an identical later row is a :class:`Duplicate`;
+    a later row with the same id and other values is dead-lettered, naming the id.
+    ``items`` are ``(record, raw)`` pairs (DeadLetters pass through)."""
+    seen: dict = {}
+    for item in items:
+        if isinstance(item, DeadLetter):
+            yield item
+            continue
+        rec, raw = item
+        key = record_key(rec)
+        kept = seen.get(key)
+        if kept is None:
+            seen[key] = rec
+            yield rec
+        elif kept == rec:
+            yield Duplicate(source, key)
+        else:
+            name = "product id" if isinstance(rec, Product) else "customer_id"
+            yield dead_letter(source, raw, f"duplicate {name} {key} with different values: "
+                                           f"the first row of this id is kept")
+
+
+def read_table_records(paths: Iterable[str], kind: str
+                       ) -> Iterator[Union[Record, Duplicate, DeadLetter]]:
+    """A whole dimension table (product, customer) from its files, in order, one row per
+    id (:func:`first_by_id`)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    def rows():
+        parse = PARSERS[kind]
+        for path in paths:
+            with FileSystems.open(path) as raw:
+                text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape",
+                                        newline="")
+                for item in iter_csv_rows(kind, text, kind, where=path, warn=False):
+                    if isinstance(item, DeadLetter):
+                        yield item
+                        continue
+                    row, fields = item
+                    raw_text = _fields_raw(fields)
+                    try:
+                        yield parse(row), raw_text
+                    except InvalidRecord as exc:
+                        yield dead_letter(kind, raw_text, str(exc))
+                    except Exception as exc:  # a parser bug must not stop the table
+                        yield dead_letter(kind, raw_text, f"unexpected parser error: "
+                                                          f"{type(exc).__name__}: {_clip(exc)}")
+
+    yield from first_by_id(rows(), kind)

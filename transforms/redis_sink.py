@@ -16,8 +16,10 @@ One write of a horizon's snapshot is one WATCH/MULTI/EXEC transaction, sent pipe
 
 Writing the same snapshot twice leaves the same state (idempotent). If Redis is
 unreachable (restart, failover, network), the writer retries with exponential backoff for
-``retry_seconds`` (default 120 s); the newest snapshot per horizon is kept until it is
-written, so nothing is lost if retries run out — the next write or flush tries again.
+``retry_seconds`` (default 60 s, one budget per outage however many flushes it spans);
+live, the newest snapshot per horizon is kept until it is written, so nothing is lost if
+retries run out — the next write or flush tries again; a bounded run
+(``fail_on_give_up``) raises :class:`RedisWriteError` instead, so it ends non-zero.
 A restarted Redis without persistence comes back empty: every write first checks that
 Redis still holds what this writer wrote, and writes its newest snapshots again if not.
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import time
 import uuid
@@ -41,12 +44,58 @@ from transforms.ranking_store import (KEY_PREFIX, connect, dims_key, meta_key, n
                                 redact_url, top_key, validate_redis_url)
 from transforms.records import EPOCH
 
-__all__ = ["RedisRankingWriter", "WriteRankingsToRedis", "redact_url", "snapshot_version"]
+__all__ = ["RedisRankingWriter", "RedisWriteError", "WriteRankingsToRedis", "redact_url",
+           "snapshot_version", "wait_for_redis"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TOP_N = 50
 MAX_WATCH_ATTEMPTS = 50
+#: Seconds a run keeps retrying an unreachable Redis before it gives up (--redis-retry-seconds).
+DEFAULT_RETRY_SECONDS = 60.0
+
+
+class RedisWriteError(RuntimeError):
+    """The rankings could not be written (unreachable past the retry budget, refused
+    credentials, a rejected write); the message says which, without the password."""
+
+
+def wait_for_redis(redis_url: str, retry_seconds: float = DEFAULT_RETRY_SECONDS, *,
+                   sleep: Callable[[float], None] = time.sleep,
+                   clock: Callable[[], float] = time.monotonic) -> None:
+    """Return once Redis answers PING; raise :class:`RedisWriteError` at once for refused
+    credentials, or when it stays unreachable for ``retry_seconds``. Run before a
+    pipeline, so a run that cannot write its rankings fails in seconds, not at the end."""
+    import redis
+
+    where = redact_url(redis_url)
+    deadline = clock() + float(retry_seconds)
+    delay = 0.1
+    while True:
+        client = None
+        try:
+            client = connect(redis_url, socket_timeout=3.0, socket_connect_timeout=3.0)
+            client.ping()
+            return
+        except redis.AuthenticationError as exc:
+            raise RedisWriteError(f"Redis at {where} refused the credentials: {exc}") from None
+        except redis.ResponseError as exc:  # NOAUTH / WRONGPASS before AUTH succeeded
+            if any(w in str(exc) for w in ("NOAUTH", "WRONGPASS", "invalid password")):
+                raise RedisWriteError(f"Redis at {where} refused the credentials: {exc}") from None
+            raise RedisWriteError(f"Redis at {where} rejected PING: {exc}") from None
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            if clock() + delay > deadline:
+                raise RedisWriteError(
+                    f"Redis at {where} unreachable for {float(retry_seconds):.0f}s "
+                    f"(--redis-retry-seconds): {type(exc).__name__}: {exc}") from None
+            sleep(delay)
+            delay = min(delay * 2, 5.0)
+        finally:
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:  # noqa: BLE001 - closing a broken client
+                    pass
 
 
 def _iso(us: int) -> str:
@@ -81,11 +130,12 @@ class RedisRankingWriter:
     RETRYABLE: Tuple[type, ...] = ()
 
     def __init__(self, redis_url: str, key_prefix: str = KEY_PREFIX, *,
-                 top_n: int = DEFAULT_TOP_N, retry_seconds: float = 120.0,
+                 top_n: int = DEFAULT_TOP_N, retry_seconds: float = DEFAULT_RETRY_SECONDS,
                  backoff_initial: float = 0.05, backoff_max: float = 5.0,
                  socket_timeout: float = 5.0, client=None,
                  sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 fail_on_give_up: bool = False):
         import redis
 
         self.RETRYABLE = (redis.ConnectionError, redis.TimeoutError,
@@ -103,6 +153,10 @@ class RedisRankingWriter:
         self.socket_timeout = socket_timeout
         self._sleep, self._clock = sleep, clock
         self._client = client
+        #: raise RedisWriteError instead of keeping snapshots pending (a bounded run
+        #: must not end "successfully" without its rankings)
+        self.fail_on_give_up = fail_on_give_up
+        self._outage_since: Optional[float] = None  # the budget spans flushes
         self.latest: Dict[str, Any] = {}              # horizon → newest snapshot offered
         self.pending: set = set()                     # horizons whose newest is unwritten
         self.written: Dict[str, Tuple[int, int]] = {}  # horizon → version we wrote
@@ -145,12 +199,14 @@ class RedisRankingWriter:
         False when retries ran out or Redis refused (the snapshots stay pending)."""
         if not self.latest:
             return True
-        deadline = self._clock() + self.retry_seconds
+        start = self._clock() if self._outage_since is None else self._outage_since
+        deadline = start + self.retry_seconds  # one budget per outage, not per flush
         delay = self.backoff_initial
         attempt = 0
         while True:
             try:
                 self._write_once()
+                self._outage_since = None
                 if attempt:
                     log.info("Redis at %s is back; rankings written after %d retries",
                              self.where, attempt)
@@ -158,6 +214,8 @@ class RedisRankingWriter:
             except self.RETRYABLE as exc:
                 if isinstance(exc, self._redis.AuthenticationError):
                     return self._give_up(f"Redis at {self.where} refused the credentials: {exc}")
+                if self._outage_since is None:
+                    self._outage_since = self._clock()
                 attempt += 1
                 self.stats["retries"] += 1
                 self._retries.inc()
@@ -187,6 +245,8 @@ class RedisRankingWriter:
     def _give_up(self, message: str) -> bool:
         self.stats["failures"] += 1
         self._failures.inc()
+        if self.fail_on_give_up:
+            raise RedisWriteError(message)
         log.error("%s", message)
         return False
 
@@ -259,7 +319,7 @@ class RedisRankingWriter:
             snap = self.latest[h]
             new_dims = set()
             for i, (dim, ranking) in enumerate(sorted((snap.rankings or {}).items())):
-                members = {str(m): float(s) for m, s in ranking[: self.top_n]}
+                members = finite_members(ranking[: self.top_n], f"{h}:{dim}")
                 target = top_key(h, dim, self.prefix)
                 if members:
                     tmp = f"{self.prefix}:tmp:{token}:{h}:{i}"
@@ -295,6 +355,20 @@ class RedisRankingWriter:
         pipe.hset(meta_key(self.prefix), mapping=meta_fields)
 
 
+def finite_members(ranking, where: str) -> Dict[str, float]:
+    """``{member: score}`` of a ranking, refusing non-finite scores (NaN, ±inf): Redis
+    would store an infinite score and every reader would have to cope; the member is
+    left out of the ranking and the refusal logged."""
+    members: Dict[str, float] = {}
+    for m, s in ranking:
+        score = float(s)
+        if math.isfinite(score):
+            members[str(m)] = score
+        else:
+            log.error("refused a non-finite score (%s) for %s in ranking %s", score, m, where)
+    return members
+
+
 # --------------------------------------------------------------------------- Beam
 class _WriteRankingsFn(beam.DoFn):
     """Keep the newest snapshot of each horizon and write it at the end of the bundle
@@ -304,8 +378,9 @@ class _WriteRankingsFn(beam.DoFn):
 
     def __init__(self, redis_url: str, key_prefix: str, top_n: int, retry_seconds: float,
                  backoff_max: float, min_interval: float = 0.0,
-                 password_secret: Optional[str] = None):
+                 password_secret: Optional[str] = None, fail_on_give_up: bool = False):
         self.password_secret = password_secret
+        self.fail_on_give_up = fail_on_give_up
         self.redis_url = redis_url
         self.key_prefix = key_prefix
         self.top_n = top_n
@@ -327,7 +402,8 @@ class _WriteRankingsFn(beam.DoFn):
             os.environ["REDIS_PASSWORD"] = read_secret(self.password_secret)
         self.writer = RedisRankingWriter(
             self.redis_url, self.key_prefix, top_n=self.top_n,
-            retry_seconds=self.retry_seconds, backoff_max=self.backoff_max)
+            retry_seconds=self.retry_seconds, backoff_max=self.backoff_max,
+            fail_on_give_up=self.fail_on_give_up)
         self._lock = threading.Lock()
         self._last = 0.0
         self._timer = None
@@ -359,11 +435,15 @@ class _WriteRankingsFn(beam.DoFn):
 
     def teardown(self):
         if self.writer is not None:
-            with self._lock:
-                if self._timer is not None:
-                    self._timer.cancel()
-                if self.writer.pending:
-                    self.writer.flush()  # a last chance for snapshots kept after an outage
+            try:
+                with self._lock:
+                    if self._timer is not None:
+                        self._timer.cancel()
+                    if self.writer.pending:
+                        self.writer.flush()  # a last chance for snapshots kept after an outage
+            except RedisWriteError as exc:
+                log.error("%s", exc)
+            finally:
                 self.writer.close()
 
 
@@ -378,11 +458,13 @@ class WriteRankingsToRedis(beam.PTransform):
     """
 
     def __init__(self, redis_url: str, key_prefix: str = KEY_PREFIX, *,
-                 top_n: int = DEFAULT_TOP_N, retry_seconds: float = 120.0,
+                 top_n: int = DEFAULT_TOP_N, retry_seconds: float = DEFAULT_RETRY_SECONDS,
                  backoff_max: float = 5.0, min_interval: float = 0.0,
-                 label: Optional[str] = None, password_secret: Optional[str] = None):
+                 fail_on_give_up: bool = False, label: Optional[str] = None,
+                 password_secret: Optional[str] = None):
         super().__init__(label)
         self.min_interval = float(min_interval)
+        self.fail_on_give_up = fail_on_give_up
         self.password_secret = password_secret  # Secret Manager name, read on the workers
         if not redis_url:
             raise ValueError("WriteRankingsToRedis needs a Redis URL")
@@ -399,7 +481,7 @@ class WriteRankingsToRedis(beam.PTransform):
     def expand(self, snapshots):
         return snapshots | "Write" >> beam.ParDo(_WriteRankingsFn(
             self.redis_url, self.key_prefix, self.top_n, self.retry_seconds, self.backoff_max,
-            self.min_interval, self.password_secret))
+            self.min_interval, self.password_secret, self.fail_on_give_up))
 
     def display_data(self):
         return {"redis": redact_url(self.redis_url)}

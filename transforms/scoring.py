@@ -40,6 +40,10 @@ DEFAULT_WEIGHTS: Dict[str, float] = {
     "purchases": 0.30,
 }
 
+#: Largest accepted weight: a score is at most the sum of the weights and must stay finite
+#: (and exact enough to rank by) in Redis, JSON and the warehouse.
+MAX_WEIGHT = 1e12
+
 POPULARITY_DIR = "popularity"
 LATEST_FILE = "LATEST"
 WEIGHTS_FILE = "weights.json"
@@ -75,6 +79,9 @@ def validate_weights(obj: Any, source: str = "weights") -> Dict[str, float]:
             raise ValueError(f"{source}: weight {f} must be finite, got {v!r}")
         if v < 0:
             raise ValueError(f"{source}: weight {f} must be non-negative, got {v!r}")
+        if v > MAX_WEIGHT:  # scores sum weights: 1e308 + 1e308 overflows to inf
+            raise ValueError(f"{source}: weight {f} is too large ({v:g} > {MAX_WEIGHT:g}); "
+                             f"weights are relative, scale them down")
         out[f] = v
     if not any(out.values()):
         raise ValueError(f"{source}: all weights are zero; at least one must be positive")

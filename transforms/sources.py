@@ -7,7 +7,8 @@ import pickle
 import re
 import sys
 import zlib
-from typing import Iterable, List, Optional
+import logging
+from typing import Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -17,9 +18,13 @@ from apache_beam.transforms.window import TimestampedValue
 from transforms import records
 from transforms.event_time import DEFAULT_MAX_FUTURE, future_reason, now_us
 
+log = logging.getLogger(__name__)
+
 DEAD = "dead"
 #: How many lines one parse call handles; csv.reader over a batch is ~2× faster per line.
 PARSE_BATCH = 2000
+#: Bytes of a file one split (one read-and-parse call) covers (~60 k click lines).
+CHUNK_BYTES = 8 << 20
 
 
 def event_time_us(rec) -> int:
@@ -134,6 +139,16 @@ def _parse_lines(kind: str, fmt: str, lines: List[str], meta_cache: Optional[dic
     elif meta_cache is not None and kind == "transactions":
         parse_fields = _parse_transaction_fields
     if fmt == "csv":
+        bad = records.text_problem("\n".join(lines))
+        if bad is not None:  # rare: find the records breaking the text rule, one by one
+            good = []
+            for line in lines:
+                reason = records.text_problem(line)
+                if reason:
+                    yield records.dead_letter(kind, line, reason)
+                else:
+                    good.append(line)
+            lines = good
         try:
             rows = list(csv.reader(lines))
         except csv.Error:  # fall back to one line at a time to isolate the bad one
@@ -181,69 +196,174 @@ class ParseLines(beam.DoFn):
         return rec
 
 
+#: The Pub/Sub attribute carrying a message's event time (RFC 3339), set by `publish`.
+EVENT_TIME_ATTRIBUTE = "event_time"
+#: Bytes of an oversized message kept in its dead letter (the rest is only counted).
+OVERSIZE_RAW_BYTES = 2000
+
+
+def message_event_time_us(attributes, rec) -> int:
+    """A message's event time: its ``event_time`` attribute (RFC 3339 or epoch millis),
+    else the record's own time. Raises InvalidRecord for an unusable attribute."""
+    value = (attributes or {}).get(EVENT_TIME_ATTRIBUTE)
+    if value is None:
+        return event_time_us(rec)
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text) * 1000
+    return records.parse_time_us(text, f"{EVENT_TIME_ATTRIBUTE} attribute")
+
+
+def parse_message(kind: str, data: bytes, attributes, max_bytes: int):
+    """One Pub/Sub message → ``(record, event_time_us)`` or a DeadLetter (oversized
+    payload, bad payload, unusable event_time attribute)."""
+    source = f"{kind}:pubsub"
+    data = data or b""
+    if len(data) > max_bytes:
+        return records.dead_letter(
+            source, data[:OVERSIZE_RAW_BYTES] + b"...",
+            f"message of {len(data):,} bytes is larger than --max-message-bytes "
+            f"{max_bytes:,} (first {OVERSIZE_RAW_BYTES} bytes kept)")
+    rec = records.parse_or_dead(kind, data, "json")
+    if isinstance(rec, records.DeadLetter):
+        return rec._replace(source=source)
+    try:
+        return rec, message_event_time_us(attributes, rec)
+    except records.InvalidRecord as exc:
+        return records.dead_letter(source, data, str(exc))
+
+
 class ParseMessages(beam.DoFn):
-    """Pub/Sub payloads (JSON objects) → records; bad payloads → ``dead``."""
+    """Pub/Sub messages (with attributes) → records timestamped at their event time;
+    oversized, unparseable and badly stamped messages → ``dead``. Every message leaves
+    this DoFn (and so is acked by the source): a poison message never stalls others."""
+
+    def __init__(self, kind: str, max_bytes: int = 1_000_000):
+        self.kind, self.max_bytes = kind, int(max_bytes)
+        self.read = Metrics.counter("shopstream", f"{kind}_read")
+        self.valid = Metrics.counter("shopstream", f"{kind}_valid")
+        self.dead = Metrics.counter("shopstream", f"{kind}_dead_lettered")
+
+    def process(self, message):
+        self.read.inc()
+        data = getattr(message, "data", message)
+        attributes = getattr(message, "attributes", None)
+        out = parse_message(self.kind, data, attributes, self.max_bytes)
+        if isinstance(out, records.DeadLetter):
+            self.dead.inc()
+            yield beam.pvalue.TaggedOutput(DEAD, out)
+            return
+        rec, t_us = out
+        self.valid.inc()
+        yield TimestampedValue(rec, t_us / 1e6)
+
+
+def first_csv_record(path: str) -> Optional[List[str]]:
+    """The fields of a CSV file's first record (None for an empty file)."""
+    with FileSystems.open(path) as fh:
+        head = fh.read(_BOUNDARY_WINDOW)
+    recs = split_records(records.decode_text(head))
+    if not recs:
+        return None
+    return next(csv.reader([recs[0]]), [])
+
+
+class _ReadSplits(beam.DoFn):
+    """A file split → batches of its records' text (quoted newlines kept whole, header
+    handled: :func:`read_split_records`); a wrong header → ``dead``."""
 
     def __init__(self, kind: str):
         self.kind = kind
         self.read = Metrics.counter("shopstream", f"{kind}_read")
         self.dead = Metrics.counter("shopstream", f"{kind}_dead_lettered")
 
-    def process(self, payload: bytes):
-        self.read.inc()
-        rec = records.parse_or_dead(self.kind, payload, "json")
-        if isinstance(rec, records.DeadLetter):
+    def process(self, split):
+        path, start, end = split
+        recs, dead = read_split_records(path, start, end, self.kind, file_format(path))
+        if records.text_problem("\n".join(recs)) is not None:
+            # undecodable bytes must not cross a Beam boundary (the coder refuses lone
+            # surrogates): their records are dead-lettered here, with the same reason
+            good = []
+            for rec in recs:
+                reason = records.text_problem(rec)
+                if reason:
+                    dead.append(records.dead_letter(self.kind, rec, reason))
+                else:
+                    good.append(rec)
+            recs = good
+        for d in dead:
+            self.read.inc()
             self.dead.inc()
-            yield beam.pvalue.TaggedOutput(DEAD, rec._replace(source=f"{self.kind}:pubsub"))
-        else:
-            yield rec  # the element's timestamp is the message's event_time attribute
+            yield beam.pvalue.TaggedOutput(DEAD, d)
+        for i in range(0, len(recs), PARSE_BATCH):
+            yield recs[i:i + PARSE_BATCH]
 
 
 class ReadTableFiles(beam.PTransform):
-    """Read one Fashion Campus table from files; returns {"records", "dead"}."""
+    """Read one Fashion Campus table from files; returns {"records", "dead"}.
+
+    Files are read in byte ranges (:func:`file_splits`) by the same reader as the bounded
+    replay, so invalid UTF-8, quoted newlines and header-less files get the same
+    treatment everywhere."""
 
     def __init__(self, paths: Iterable[str], kind: str, timestamped: bool = True,
-                 max_future: float = DEFAULT_MAX_FUTURE):
+                 max_future: float = DEFAULT_MAX_FUTURE, chunk_bytes: int = CHUNK_BYTES):
         super().__init__()
         self.paths, self.kind, self.timestamped = list(paths), kind, timestamped
         self.max_future = max_future
+        self.chunk_bytes = chunk_bytes
 
     def expand(self, pbegin):
         parsed_records, dead = [], []
         if not self.paths:
             raise ValueError(f"no {self.kind} files found")
+        warn_headerless(self.paths, self.kind)
         for i, path in enumerate(self.paths):
             fmt = file_format(path)
-            lines = (pbegin
-                     | f"Read{i}" >> beam.io.ReadFromText(path, skip_header_lines=1 if fmt == "csv" else 0)
-                     | f"Batch{i}" >> beam.BatchElements(min_batch_size=PARSE_BATCH,
-                                                         max_batch_size=PARSE_BATCH))
-            out = lines | f"Parse{i}" >> beam.ParDo(
-                ParseLines(self.kind, fmt, self.timestamped, self.max_future)).with_outputs(DEAD, main="records")
+            read = (pbegin
+                    | f"Splits{i}" >> beam.Create(file_splits(path, self.chunk_bytes))
+                    | f"Read{i}" >> beam.ParDo(_ReadSplits(self.kind)).with_outputs(
+                        DEAD, main="lines"))
+            out = read.lines | f"Parse{i}" >> beam.ParDo(ParseLines(
+                self.kind, fmt, self.timestamped, self.max_future)).with_outputs(
+                    DEAD, main="records")
             parsed_records.append(out.records)
-            dead.append(out[DEAD])
+            dead.extend([read[DEAD], out[DEAD]])
         return {
             "records": parsed_records | "FlattenRecords" >> beam.Flatten(),
             "dead": dead | "FlattenDead" >> beam.Flatten(),
         }
 
 
-class _ReadWholeFile(beam.DoFn):
-    """One small table file → its records; bad rows → ``dead``."""
+class _ReadWholeTable(beam.DoFn):
+    """A small table's files → its records, one per id (:func:`records.first_by_id`);
+    bad rows and conflicting repeats → ``dead``. Counts read = valid + duplicate +
+    dead_lettered like every source."""
 
     def __init__(self, kind: str):
         self.kind = kind
+        self.read = Metrics.counter("shopstream", f"{kind}_read")
+        self.valid = Metrics.counter("shopstream", f"{kind}_valid")
+        self.duplicate = Metrics.counter("shopstream", f"{kind}_duplicate")
+        self.dead = Metrics.counter("shopstream", f"{kind}_dead_lettered")
 
-    def process(self, path: str):
-        for rec in records.read_csv_records(path, self.kind):
+    def process(self, paths):
+        for rec in records.read_table_records(list(paths), self.kind):
+            self.read.inc()
             if isinstance(rec, records.DeadLetter):
+                self.dead.inc()
                 yield beam.pvalue.TaggedOutput(DEAD, rec)
+            elif isinstance(rec, records.Duplicate):
+                self.duplicate.inc()
             else:
+                self.valid.inc()
                 yield rec
 
 
 class ReadSmallTable(beam.PTransform):
-    """A small dimension table (products, customers) read whole by one DoFn per file.
+    """A small dimension table (products, customers) read whole by one DoFn call, in
+    file order, so repeated ids are resolved by :func:`records.first_by_id` the same way
+    in replay and batch.
 
     Unlike ReadFromText this also runs inside a streaming job on the DirectRunner, and
     the table is read by the workers, not by the launcher."""
@@ -253,33 +373,80 @@ class ReadSmallTable(beam.PTransform):
         self.paths, self.kind = list(paths), kind
 
     def expand(self, pbegin):
+        warn_headerless(self.paths, self.kind)
         out = (pbegin
-               | "Paths" >> beam.Create(self.paths)
-               | "ReadFiles" >> beam.ParDo(_ReadWholeFile(self.kind)).with_outputs(
+               | "Paths" >> beam.Create([tuple(self.paths)])
+               | "ReadFiles" >> beam.ParDo(_ReadWholeTable(self.kind)).with_outputs(
                    DEAD, main="records"))
         return {"records": out.records, "dead": out[DEAD]}
 
 
 class ReadPubSubRecords(beam.PTransform):
-    """Read JSON records from a Pub/Sub subscription with event-time timestamps."""
+    """Read JSON records from a Pub/Sub subscription, with attributes; the event time is
+    parsed by :class:`ParseMessages`, not by the source, so a bad ``event_time``
+    attribute or an oversized message is one dead letter, never a stalled read.
 
-    def __init__(self, subscription: str, kind: str, id_label: Optional[str] = None):
+    ``timestamp_attribute`` (Dataflow: ``"event_time"``) also lets the service set the
+    watermark from the attribute; the DoFn stamps every record the same way anyway."""
+
+    def __init__(self, subscription: str, kind: str, id_label: Optional[str] = None,
+                 max_message_bytes: int = 1_000_000,
+                 timestamp_attribute: Optional[str] = None):
         super().__init__()
         self.subscription, self.kind, self.id_label = subscription, kind, id_label
+        self.max_message_bytes = max_message_bytes
+        self.timestamp_attribute = timestamp_attribute
 
     def expand(self, pbegin):
         kwargs = {"id_label": self.id_label} if self.id_label else {}
+        if self.timestamp_attribute:
+            kwargs["timestamp_attribute"] = self.timestamp_attribute
+        allow_large_emulator_messages()
         out = (pbegin
                | "ReadPubSub" >> beam.io.ReadFromPubSub(
-                   subscription=self.subscription, timestamp_attribute="event_time", **kwargs)
-               | "ParseMessages" >> beam.ParDo(ParseMessages(self.kind)).with_outputs(
-                   DEAD, main="records"))
+                   subscription=self.subscription, with_attributes=True, **kwargs)
+               | "ParseMessages" >> beam.ParDo(ParseMessages(
+                   self.kind, self.max_message_bytes)).with_outputs(DEAD, main="records"))
         return {"records": out.records, "dead": out[DEAD]}
 
 
+def allow_large_emulator_messages() -> None:
+    """Against the Pub/Sub emulator (``PUBSUB_EMULATOR_HOST``) the client library opens
+    its channel without the unlimited message-size options it uses for the real service,
+    so a pull holding a message over 4 MB fails — every pull, until the message expires —
+    and the DirectRunner's read stalls. Give the emulator clients the same limits as the
+    real service (Pub/Sub itself caps messages at 10 MB). No effect without the emulator."""
+    import os
+
+    host = os.environ.get("PUBSUB_EMULATOR_HOST")
+    if not host:
+        return
+    from google.cloud import pubsub, pubsub_v1
+
+    base = pubsub_v1.SubscriberClient
+    if getattr(pubsub.SubscriberClient, "_shopstream_large_messages", False):
+        return
+
+    class _EmulatorSubscriberClient(base):
+        _shopstream_large_messages = True
+
+        def __init__(self, **kwargs):
+            emulator = os.environ.get("PUBSUB_EMULATOR_HOST")
+            if emulator and "transport" not in kwargs:
+                import grpc
+                from google.pubsub_v1.services.subscriber.transports.grpc import (
+                    SubscriberGrpcTransport)
+
+                channel = grpc.insecure_channel(emulator, options=[
+                    ("grpc.max_send_message_length", -1),
+                    ("grpc.max_receive_message_length", -1)])
+                kwargs["transport"] = SubscriberGrpcTransport(channel=channel)
+            super().__init__(**kwargs)
+
+    pubsub.SubscriberClient = _EmulatorSubscriberClient
+
+
 # --------------------------------------------------------------------------- bounded replay
-#: Bytes of a file one ``ReadChunks`` element covers (~60 k click lines).
-CHUNK_BYTES = 8 << 20
 #: Session buckets of the replay's one shuffle: each holds whole sessions.
 SESSION_BUCKETS = 64
 
@@ -294,31 +461,244 @@ def file_splits(path: str, chunk_bytes: int = CHUNK_BYTES) -> List[tuple]:
             for start in range(0, max(size, 1), chunk_bytes)]
 
 
-def read_split(path: str, start: int, end: Optional[int], skip_header: bool) -> List[str]:
-    """The lines (``\\n``-separated, a trailing ``\\r`` removed) that start in
-    ``[start, end)`` of ``path`` — what ReadFromText yields for that range."""
+#: Bytes read at a split boundary to find where the next record starts.
+_BOUNDARY_WINDOW = 1 << 18
+_SEP_BYTES = re.compile(rb'[,\n"]')
+
+
+def _scan_record(buf: bytes, i: int, in_quotes: bool) -> Tuple[int, bool]:
+    """``(end, clean)``: the offset just after the newline ending the CSV record that
+    ``buf[i:]`` continues (``in_quotes``: ``i`` is inside a quoted field; -1 if it does
+    not end in ``buf``), and whether its quoting is what a CSV writer produces (no
+    stray quote inside an unquoted field, nothing after a closing quote but a
+    separator). The csv module's rules: a quote opens a quoted field only at the start
+    of a field, ``""`` inside one is a quote, a newline inside one is part of it."""
+    at_start = not in_quotes
+    clean = True
+    n = len(buf)
+    while i <= n:
+        if in_quotes:
+            q = buf.find(b'"', i)
+            if q < 0:
+                return -1, clean
+            if buf[q + 1:q + 2] == b'"':
+                i = q + 2
+                continue
+            in_quotes, at_start, i = False, False, q + 1
+            if buf[i:i + 1] not in (b",", b"\n", b"\r", b""):
+                clean = False
+            continue
+        if at_start and buf[i:i + 1] == b'"':
+            in_quotes, i = True, i + 1
+            continue
+        m = _SEP_BYTES.search(buf, i)
+        if m is None:
+            return -1, clean
+        c = m.group()
+        if c == b"\n":
+            return m.end(), clean
+        if c == b'"':
+            clean, at_start, i = False, False, m.end()
+            continue
+        i, at_start = m.end(), True
+    return -1, clean
+
+
+def _end_of_record(buf: bytes, i: int, in_quotes: bool) -> int:
+    return _scan_record(buf, i, in_quotes)[0]
+
+
+def _field_count_ok(buf: bytes, lo: int, hi: int, ncols: int) -> bool:
+    try:
+        fields = next(csv.reader([records.decode_text(buf[lo:hi]).rstrip("\r\n")]), [])
+    except csv.Error:
+        return False
+    return len(fields) == ncols or (ncols == len(records.PRODUCT_COLUMNS) and len(fields) > ncols)
+
+
+def _score(buf: bytes, i: int, in_quotes: bool, ncols: int, n: int = 16) -> int:
+    """Of the next ``n`` records read from ``i``, how many more have ``ncols`` fields than
+    not (the record continued from inside quotes is skipped)."""
+    if in_quotes:
+        i = _end_of_record(buf, i, True)
+        if i < 0:
+            return -1
+    score = 0
+    for _ in range(n):
+        if i >= len(buf):
+            break
+        j, clean = _scan_record(buf, i, False)
+        if j < 0:  # a record running past the window (or the file) is not a record
+            score -= 1
+            break
+        score += 1 if clean and _field_count_ok(buf, i, j, ncols) else -1
+        i = j
+    return score
+
+
+def _starts_inside_quotes(buf: bytes, p: int, ncols: int) -> bool:
+    """Whether offset ``p`` (just after a newline) lies inside a quoted field that began on
+    an earlier line. Both hypotheses are read on through the window and the one under
+    which more of the next records have the table's field count wins; on a tie, the
+    first quote after ``p`` decides (at the start of a field it opens one). A wrong
+    guess cuts one record in two (both halves dead-lettered): never lost or read twice."""
+    if buf.find(b'"', p) < 0:
+        return False
+    inside, outside = _score(buf, p, True, ncols), _score(buf, p, False, ncols)
+    if inside != outside:
+        return inside > outside
+    q = buf.find(b'"', p)
+    if q == p or buf[q - 1:q] in (b",", b"\n"):
+        return False
+    return buf[q + 1:q + 2] in (b",", b"\n", b"\r", b"", b'"')
+
+
+def record_start(fh, pos: int, size: int, ncols: Optional[int] = None) -> int:
+    """The first record start at or after byte ``pos`` of an open file (``pos`` itself if a
+    line starts there). Two adjacent splits compute the same boundary, so every byte is
+    read by exactly one split; with ``ncols`` (a CSV table's field count) a boundary
+    never cuts a quoted field holding a newline (see :func:`_starts_inside_quotes`)."""
+    if pos <= 0:
+        return 0
+    if pos >= size:
+        return size
+    base = pos - 1
+    fh.seek(base)
+    buf = fh.read(_BOUNDARY_WINDOW)
+    nl = buf.find(b"\n")
+    while nl < 0:
+        more = fh.read(_BOUNDARY_WINDOW)
+        if not more:
+            return size
+        buf += more
+        nl = buf.find(b"\n")
+    p = nl + 1
+    if not ncols or not _starts_inside_quotes(buf, p, ncols):
+        return base + p
+    while True:
+        end = _end_of_record(buf, p, in_quotes=True)
+        if end >= 0:
+            return base + end
+        if len(buf) - p > records.MAX_RAW_CHARS:  # no such record: take the line start
+            return base + p
+        more = fh.read(_BOUNDARY_WINDOW)
+        if not more:
+            return size
+        buf += more
+
+
+def _ends_in_quotes(text: str) -> bool:
+    """Whether a record's text, read from its start, ends inside a quoted field."""
+    i, n, at_start, in_quotes = 0, len(text), True, False
+    while i <= n:
+        if in_quotes:
+            q = text.find('"', i)
+            if q < 0:
+                return True
+            if text[q + 1:q + 2] == '"':
+                i = q + 2
+                continue
+            in_quotes, at_start, i = False, False, q + 1
+            continue
+        if at_start and text[i:i + 1] == '"':
+            in_quotes, i = True, i + 1
+            continue
+        c = text.find(",", i)
+        if c < 0:
+            return False
+        i, at_start = c + 1, True
+    return False
+
+
+def _fields_fit(text: str, ncols: Optional[int]) -> bool:
+    if not ncols:
+        return True
+    try:
+        n = len(next(csv.reader([text]), []))
+    except csv.Error:
+        return False
+    return n == ncols or (ncols == len(records.PRODUCT_COLUMNS) and n > ncols)
+
+
+def split_records(text: str, csv_quotes: bool = True, ncols: Optional[int] = None) -> List[str]:
+    """Text → records: one per line, except that with ``csv_quotes`` a quoted field holding
+    newlines keeps its record whole (the csv module's rules). A quote that does not close
+    within MAX_RAW_CHARS, or whose closing makes a record of other than ``ncols`` fields
+    (a stray quote meeting the next record's quote), leaves its line a record of its own:
+    one stray quote cannot swallow the records after it. A trailing ``\\r`` is removed."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if csv_quotes and '"' in text:
+        out, i, n = [], 0, len(lines)
+        while i < n:
+            line = lines[i]
+            if line.count('"') & 1 and _ends_in_quotes(line):
+                rec, j = line, i + 1
+                while j < n and len(rec) <= records.MAX_RAW_CHARS:
+                    rec += "\n" + lines[j]
+                    j += 1
+                    if not _ends_in_quotes(rec):
+                        break
+                if not _ends_in_quotes(rec) and _fields_fit(rec, ncols):
+                    out.append(rec)
+                    i = j
+                    continue
+            out.append(line)
+            i += 1
+        lines = out
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+def read_split_records(path: str, start: int, end: Optional[int], kind: str, fmt: str
+                       ) -> Tuple[List[str], List[records.DeadLetter]]:
+    """``(records, dead)``: the records (text) that start in ``[start, end)`` of ``path``
+    (``end`` None: the whole file) and dead letters for a wrong header. The first
+    split skips the header row if the file has one (:func:`records.header_kind`): a
+    file without one has its first line read as data, a file with another header is
+    refused. Bytes that are not UTF-8 reach the parser as lone surrogates and only
+    their record is dead-lettered."""
+    csv_quotes = fmt == "csv"
     with FileSystems.open(path) as fh:
         if end is None:
             data = fh.read()
         else:
-            if start > 0:
-                fh.seek(start - 1)
-                head = fh.readline()          # the line running into this split belongs
-                pos = start - 1 + len(head)   # to the previous one
-            else:
-                pos = 0
-            if pos >= end:
-                return []
-            data = fh.read(end - pos)
-            if data and not data.endswith(b"\n"):
-                data += fh.readline()
-    text = data.decode("utf-8", errors="replace")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if skip_header and start == 0 and lines:
-        lines = lines[1:]
-    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+            size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+            ncols = len(records.COLUMNS[kind]) if csv_quotes else None
+            lo = record_start(fh, start, size, ncols)
+            hi = record_start(fh, end, size, ncols) if end < size else size
+            if lo >= hi:
+                return [], []
+            fh.seek(lo)
+            data = fh.read(hi - lo)
+    recs = split_records(records.decode_text(data), csv_quotes,
+                         len(records.COLUMNS[kind]) if csv_quotes else None)
+    dead: List[records.DeadLetter] = []
+    if csv_quotes and start == 0 and recs:
+        try:
+            first = next(csv.reader([recs[0]]), [])
+        except csv.Error:
+            first = []
+        hk = records.header_kind(kind, first)
+        if hk == records.HEADER:
+            recs = recs[1:]
+        elif hk == records.WRONG_HEADER:
+            return [], [records.dead_letter(kind, recs[0], records.wrong_header_reason(kind, path))]
+    return recs, dead
+
+
+def warn_headerless(paths: Iterable[str], kind: str) -> None:
+    """On the launcher (workers' logs may go elsewhere): say which CSV files of ``kind``
+    have no header row, so their first line is read as data."""
+    for path in paths:
+        if file_format(path) != "csv" or path.endswith(".gz"):
+            continue
+        try:
+            first = first_csv_record(path)
+        except Exception:  # noqa: BLE001 - unreadable: the readers report it
+            continue
+        if first and records.header_kind(kind, first) == records.NO_HEADER:
+            log.warning("%s has no header row: its first line is read as data", path)
 
 
 def session_bucket(session_id: str, buckets: int) -> int:
@@ -349,9 +729,11 @@ class ParseChunks(beam.DoFn):
     def process(self, split):
         path, start, end = split
         fmt = file_format(path)
-        lines = read_split(path, start, end, skip_header=fmt == "csv")
-        self.read.inc(len(lines))
-        good = bad = 0
+        lines, header_dead = read_split_records(path, start, end, self.kind, fmt)
+        self.read.inc(len(lines) + len(header_dead))
+        good, bad = 0, len(header_dead)
+        for d in header_dead:
+            yield beam.pvalue.TaggedOutput(DEAD, d)
         n = self.buckets
         parts = [dict() for _ in range(n)] if n else None
         shared: dict = {}
@@ -457,6 +839,7 @@ class ReadTableChunks(beam.PTransform):
     def expand(self, pbegin):
         if not self.paths:
             raise ValueError(f"no {self.kind} files found")
+        warn_headerless(self.paths, self.kind)
         splits = [s for path in self.paths for s in file_splits(path, self.chunk_bytes)]
         sizes = {}
         for path, _start, end in splits:
@@ -479,6 +862,53 @@ def read_payload(ref) -> bytes:
     with FileSystems.open(path, compression_type="uncompressed") as fh:
         fh.seek(offset)
         return fh.read(length)
+
+
+SPILL_PREFIX = "shopstream-replay-"
+_SPILL_RE = re.compile(re.escape(SPILL_PREFIX) + r"(\d+)-[0-9a-f]+$")
+
+
+def new_spill_dir(base: str) -> str:
+    """A fresh spill folder name under ``base``, carrying this process's pid
+    (``shopstream-replay-{pid}-{random}``); spill folders of dead processes under a
+    local ``base`` — replays killed before they could clean up — are removed first."""
+    import os
+    import uuid
+
+    remove_stale_spills(base)
+    return f"{base.rstrip('/')}/{SPILL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_spills(base: str) -> List[str]:
+    """Delete ``shopstream-replay-{pid}-*`` folders under a local ``base`` whose pid is no
+    longer running; returns them. (On gs:// a pid says nothing about another machine:
+    a bucket lifecycle rule on the temp prefix cleans those.)"""
+    import os
+    import shutil
+
+    if "://" in base or not os.path.isdir(base):
+        return []
+    removed = []
+    for name in os.listdir(base):
+        m = _SPILL_RE.match(name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            path = os.path.join(base, name)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+            log.info("removed the spill folder of a replay that did not finish: %s", path)
+    return removed
 
 
 def delete_spill(spill_dir: str) -> None:
