@@ -87,5 +87,3 @@ class ShopstreamStreamingOptions(PipelineOptions):
                    "the next write)")
         add_option(parser, "max_message_bytes", type=int, default=1_000_000,
               help="Pub/Sub messages larger than this are dead-lettered (and acked)")
-        add_option(parser, "staging", default=None,
-              help="folder for staging files of the DuckDB sink (default: beside the warehouse)")

@@ -180,7 +180,7 @@ def test_the_redis_password_is_read_from_secret_manager_on_the_worker(monkeypatc
     monkeypatch.delenv("REDIS_PASSWORD", raising=False)
     monkeypatch.setattr(secrets, "read_secret", lambda name: f"from {name}")
     fn = redis_sink._WriteRankingsFn("redis://127.0.0.1:1/0", "shopstream", 10, 1.0, 1.0,
-                                     "projects/p/secrets/s")
+                                     password_secret="projects/p/secrets/s")
     fn.setup()  # the writer connects lazily: nothing is contacted here
     import os
 
