@@ -40,7 +40,7 @@ try:
         n = wh.write("sales_facts", data, "append")
     print(n)
 except Exception as exc:  # the peak memory up to the failure is still the measurement
-    print("failed:", str(exc).splitlines()[0][-160:])
+    print("failed:", str(exc).splitlines()[0][-70:].replace(" ", "_"))
 """
 
 
