@@ -78,6 +78,7 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
         orders = (p | "ReadOrders" >> sources.ReadPubSubRecords(
             opts.orders_subscription, "transactions", "booking_id" if dataflow else None, **ps)
             if opts.orders_subscription else None)
+        # Pub/Sub: the max-future check is a step after the read (files check in parsing).
         dead += [clicks["dead"]] + ([orders["dead"]] if orders is not None else [])
         clicks = clicks["records"] | "ClicksMaxFuture" >> RejectFuture(
             "click_stream", opts.max_future, sources.click_raw)
@@ -85,7 +86,7 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
             orders = orders["records"] | "OrdersMaxFuture" >> RejectFuture(
                 "transactions", opts.max_future)
     elif stateful:
-        # Files in event-time order of nothing: the stateful graph sorts it out.
+        # Files through the live graph: records in any order, event-time timestamps.
         clicks = p | "ReadClicks" >> sources.ReadTableFiles(
             _require(sources.find_table_files(opts.input, "click_stream"), "click_stream", opts.input),
             "click_stream", max_future=opts.max_future)
@@ -107,17 +108,10 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
         orders = (p | "ReadOrders" >> sources.ReadTableChunks(
             order_files, "transactions", max_future=opts.max_future,
             progress_dir=progress[0]) if order_files else None)
-    if not live:
-        dead += [clicks["dead"]] + ([orders["dead"]] if orders is not None else [])
-        clicks = clicks["records"]
-        orders = orders["records"] if orders is not None else None
-    for part in (clicks, orders):
-        if isinstance(part, dict):
-            dead.append(part["dead"])
-    if isinstance(clicks, dict):
-        clicks = clicks["records"]
-    if isinstance(orders, dict):
-        orders = orders["records"]
+    # every branch leaves {"records", "dead"} dicts (or None for no orders)
+    dead += [part["dead"] for part in (clicks, orders) if part is not None]
+    clicks = clicks["records"]
+    orders = orders["records"] if orders is not None else None
 
     # ---- orders counted once (booking_id)
     transactions = (orders | "DedupOrders" >> DedupOrders(opts.dedup_ttl, stateful=stateful)
