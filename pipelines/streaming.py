@@ -326,6 +326,9 @@ def _stream(args) -> int:
         result.wait_until_finish()
     except KeyboardInterrupt:
         result.cancel()
+    from transforms.run_summary import summary_line
+
+    print(summary_line("stream", summarize(result), SUMMARY_EXTRAS))  # same shape as replay
     return 0
 
 
