@@ -418,8 +418,9 @@ def _stream(args) -> int:
         result.wait_until_finish()
     except KeyboardInterrupt:
         result.cancel()
-    print("stream stopped: sessionize=%s %s" % (result.sessionize_mode, " ".join(
-        f"{k}={v}" for k, v in summarize(result).items())))
+    print(run_summary.summary_line(  # same shape as replay
+        "stream", summarize(result), SUMMARY_EXTRAS,
+        prefix="stream stopped: sessionize=%s" % result.sessionize_mode))
     return 0
 
 
