@@ -61,8 +61,10 @@ demo: install demo-data demo-redis  ## install, generate data, replay into DuckD
 	@echo "== 2/6 daily batch job: sales facts, daily sales, churn features"
 	$(BIN)/shopstream batch --input $(DEMO_DIR) --warehouse $(DEMO_WAREHOUSE)
 	@echo "== 3/6 models: popularity weights (XGBoost) and churn (RandomForest)"
-	$(BIN)/shopstream train popularity --warehouse $(DEMO_WAREHOUSE) --models $(DEMO_MODELS) --ground-truth $(DEMO_DIR)/ground_truth
-	$(BIN)/shopstream train churn --warehouse $(DEMO_WAREHOUSE) --models $(DEMO_MODELS) --force --ground-truth $(DEMO_DIR)/ground_truth
+	$(BIN)/shopstream train popularity --warehouse $(DEMO_WAREHOUSE) --models $(DEMO_MODELS) \
+	  $$(test -f $(DEMO_DIR)/ground_truth/product_demand.csv && echo --ground-truth $(DEMO_DIR)/ground_truth)
+	$(BIN)/shopstream train churn --warehouse $(DEMO_WAREHOUSE) --models $(DEMO_MODELS) --force \
+	  $$(test -f $(DEMO_DIR)/ground_truth/customer_months.csv && echo --ground-truth $(DEMO_DIR)/ground_truth)
 	$(BIN)/shopstream predict churn --warehouse $(DEMO_WAREHOUSE) --models $(DEMO_MODELS)
 	@echo "== 4/6 replay again with the trained popularity weights"
 	$(BIN)/shopstream replay --input $(DEMO_DIR) --warehouse $(DEMO_WAREHOUSE) --redis $(REDIS_URL) --models $(DEMO_MODELS)
