@@ -645,20 +645,8 @@ ALL_TABLES = ("daily_sales", "sales_facts", "top10_products", "top10_brands",
               "top10_subcategories", "top10_products_by_season_gender", "product_engagement",
               "churn_features", "churn_predictions", "model_metrics")
 
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#f4f6f9}
-header{background:#1d2330;color:#fff;padding:16px 28px}header h1{margin:0 0 4px;font-size:22px}
-header p{margin:0;opacity:.8}nav{padding:8px 28px;background:#fff;border-bottom:1px solid #dde2ea}
-nav a{margin-right:16px;color:#2660c9;text-decoration:none}main{padding:8px 28px 40px}
-section{background:#fff;border-radius:6px;box-shadow:0 1px 3px #0002;margin:18px 0;padding:14px 20px}
-h2{font-size:18px;margin:4px 0 10px}h3{font-size:15px;margin:16px 0 6px}
-.kpis{display:flex;flex-wrap:wrap;gap:12px;margin:6px 0 10px}.kpi{background:#f4f6f9;border-radius:6px;padding:8px 14px}
-.kpi .v{font-size:18px;font-weight:600}.kpi .k{color:#667;font-size:12px}
-.note{color:#667;font-size:12.5px}.unavailable{color:#8a5a00;background:#fff6e0;padding:10px 14px;border-radius:6px}
-.grid2{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:12px}.grid2>div{min-width:0}
-table.data{border-collapse:collapse;font-size:13px;margin:6px 0}table.data th,table.data td{border-bottom:1px solid #eceff3;padding:4px 10px;text-align:left}
-footer{color:#889;padding:0 28px 24px;font-size:12px}
-"""
+#: The report's stylesheet, inlined into the HTML (the file stays self-contained).
+_CSS = (Path(__file__).parent / "web" / "report.css").read_text()
 
 
 def build_report(target_or_wh, generated_at: Optional[dt.datetime] = None) -> str:
