@@ -157,5 +157,4 @@ APPROACH_PATHS = ((("CLICK",), 22), (("ITEM_DETAIL",), 10), (("CLICK", "ITEM_DET
                   (("HOMEPAGE", "CLICK"), 12), (("SEARCH", "CLICK", "ITEM_DETAIL"), 12),
                   (("HOMEPAGE",), 10), (("SCROLL", "CLICK"), 8), ((), 8))
 QUANTITY_WEIGHTS = ((1, 70), (2, 18), (3, 7), (4, 3), (5, 2))
-SHIPMENT_FEES = (0, 5000, 10000)
 

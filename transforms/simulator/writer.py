@@ -26,7 +26,8 @@ GT_CUSTOMERS_HEADER = ("customer_id", "is_buyer", "engagement", "base_sessions_p
                        "high_fee_share", "abandon_rate")
 #: one row per buyer and complete calendar month from its activity start: alive at the
 #: month end (1/0), the monthly churn hazard drawn at that month end, and
-#: P(no successful purchase in the 3 months after | the state at the month end)
+#: P(no successful purchase in the 3 months after | the state at the month end); after
+#: the churn month: alive 0, hazard and probability 1
 GT_CUSTOMER_MONTHS_HEADER = ("customer_id", "month", "alive", "hazard", "p_churn_3m")
 #: one row per product and week (Monday): expected units sold in successful bookings,
 #: given how many booking lines customers of each gender placed that week
