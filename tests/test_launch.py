@@ -177,7 +177,8 @@ def test_the_redis_password_is_read_from_secret_manager_on_the_worker(monkeypatc
     with pytest.raises(ValueError):
         secrets.secret_version_name("redis-password")
 
-    monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+    # setenv (not delenv) so that monkeypatch removes what setup() sets afterwards
+    monkeypatch.setenv("REDIS_PASSWORD", "")
     monkeypatch.setattr(secrets, "read_secret", lambda name: f"from {name}")
     fn = redis_sink._WriteRankingsFn("redis://127.0.0.1:1/0", "shopstream", 10, 1.0, 1.0,
                                      password_secret="projects/p/secrets/s")
