@@ -40,7 +40,7 @@ import datetime as dt
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from transforms.records import EPOCH
-from transforms.sessionize import DEFAULT_VISIT_GAP
+from transforms.session_rules import DEFAULT_VISIT_GAP
 
 US_PER_DAY = 86_400 * 1_000_000
 HORIZON_MONTHS = 3

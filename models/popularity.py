@@ -28,7 +28,7 @@ Training (``shopstream train popularity``):
 * artifact ``{models}/popularity/{version}/weights.json`` + ``model.json`` +
   ``metadata.json``, ``LATEST`` last; metrics rows into ``model_metrics``.
 
-:func:`engagement_from_events` applies SPEC §2 (``transforms.sessionize``, the same
+:func:`engagement_from_events` applies SPEC §2 (``transforms.session_rules``, the same
 functions the streaming pipeline uses) to plain click events, so the model can be trained
 from the click stream itself when the streaming pipeline's table is not available
 (``--input``, small data sets and tests).
@@ -47,7 +47,7 @@ import numpy as np
 from models import artifacts
 from transforms.records import EPOCH
 from transforms.scoring import FEATURES
-from transforms.sessionize import DEFAULT_LOOKBACK, DEFAULT_VISIT_GAP
+from transforms.session_rules import DEFAULT_LOOKBACK, DEFAULT_VISIT_GAP
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def engagement_from_events(events: Iterable, period: Optional[str] = None,
                            ) -> Dict[Tuple[int, Optional[int]], List[float]]:
     """Click events → {(product_id, period index or None): [click, item_detail,
     add_to_cart, homepage, dwell, 0.0]} (purchases are added by :func:`add_purchases`)."""
-    from transforms.sessionize import drop_duplicates, enrich_session, sort_key
+    from transforms.session_rules import drop_duplicates, enrich_session, sort_key
 
     sessions: Dict[str, list] = defaultdict(list)
     for e in events:

@@ -9,7 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from batch.geo import DEFAULT_CACHE
 from pipelines.streaming_options import add_option
-from transforms.sessionize import DEFAULT_VISIT_GAP
+from transforms.session_rules import DEFAULT_VISIT_GAP
 
 #: ``--write_mode`` values; the first is the default.
 WRITE_MODES = ("window", "upsert", "replace")

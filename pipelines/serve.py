@@ -59,7 +59,8 @@ def check_query(dimension: str, gender: Optional[str], season: Optional[str]) ->
     try:
         rankings.dimension_key(dimension, g, s)
     except ValueError as exc:
-        raise InvalidQuery(str(exc).replace("--gender and --season", "gender and season filters"))
+        raise InvalidQuery(str(exc).replace("--gender and --season",
+                                           "gender and season filters")) from None
     return g, s
 
 
@@ -192,16 +193,16 @@ def create_app(redis_url: Optional[str] = None, warehouse: Optional[str] = None,
         try:
             g, s = check_query(dimension, gender, season)
         except InvalidQuery as exc:
-            raise HTTPException(422, detail=str(exc))
+            raise HTTPException(422, detail=str(exc)) from None
         try:
             items, raw_meta = rankings.read_ranking_with_meta(
                 client, dimension, horizon, gender=g, season=s, limit=limit,
                 names_cache=names_caches[horizon])
             meta = freshness(raw_meta, horizon)
         except redis.RedisError as exc:  # down, timed out, refused the password...
-            raise redis_down(exc)
+            raise redis_down(exc) from exc
         except rankings.UnusableRanking as exc:  # never a NaN/inf in a response
-            raise HTTPException(503, detail=str(exc))
+            raise HTTPException(503, detail=str(exc)) from exc
         body = {"dimension": dimension, "horizon": horizon, "gender": g, "season": s,
                 "items": items, "meta": meta}
         return JSONResponse(body, headers=no_store)
@@ -253,10 +254,10 @@ def create_app(redis_url: Optional[str] = None, warehouse: Optional[str] = None,
             try:
                 html = report_mod.build_report(warehouse)
             except FileNotFoundError as exc:
-                raise HTTPException(404, detail=str(exc))
+                raise HTTPException(404, detail=str(exc)) from exc
             except Exception as exc:  # e.g. a DuckDB file locked by a running job
                 log.warning("report failed: %s", exc)
-                raise HTTPException(503, detail=f"the warehouse could not be read: {exc}")
+                raise HTTPException(503, detail=f"the warehouse could not be read: {exc}") from exc
             report_cache.update(at=time.time(), html=html)
         return HTMLResponse(html)
 

@@ -52,10 +52,10 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
     from transforms.engagement import ProductEngagement
     from transforms.event_time import RejectFuture
     from transforms.orders import DedupOrders
-    from transforms.rankings import RankWindows, product_engagement_rows, top10_rows
+    from transforms.top_n import RankWindows, product_engagement_rows, top10_rows
     from transforms.redis_sink import WriteRankingsToRedis
     from transforms.scoring import resolve_weights
-    from transforms.sessions import STATEFUL, Sessionize, SessionizeBuckets
+    from transforms.sessionize import STATEFUL, Sessionize, SessionizeBuckets
     from transforms.slices import SlicedRankings
 
     live = bool(opts.subscription)

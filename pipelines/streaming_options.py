@@ -5,7 +5,7 @@ from __future__ import annotations
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.event_time import DEFAULT_MAX_FUTURE
-from transforms.sessionize import DEFAULT_DEDUP_TTL, DEFAULT_LOOKBACK, DEFAULT_VISIT_GAP
+from transforms.session_rules import DEFAULT_DEDUP_TTL, DEFAULT_LOOKBACK, DEFAULT_VISIT_GAP
 from transforms.sinks import DEFAULT_WAREHOUSE_REFRESH
 from transforms.slices import DEFAULT_REFRESH, DEFAULT_SHARDS, DEFAULT_SLICE_SECONDS
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from apache_beam.transforms import userstate
 
 from pipelines import direct_runner_fix
-from transforms.sessions import SessionizeFn
+from transforms.sessionize import SessionizeFn
 from transforms.slices import _MergeFn
 
 

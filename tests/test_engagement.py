@@ -17,7 +17,7 @@ from transforms.engagement import (Engagement, EngagementCombineFn, ProductEngag
                                    horizon_windowing, merge_engagements, tail_window_end_us,
                                    transaction_contribution)
 from transforms.records import BookingLine, ClickEvent, Transaction
-from transforms.sessionize import EnrichedEvent
+from transforms.session_rules import EnrichedEvent
 
 S = 1_000_000
 T0 = 1_567_785_600 * S  # 2019-09-06T16:00:00Z, on a 1 h boundary
@@ -195,7 +195,7 @@ def test_product_engagement_streaming_all_time_moves_then_is_final():
     arrive (processing time advances), and its last pane is the complete table."""
     stream = BeamTestStream()
     steps = [EVENTS[:3], EVENTS[3:5], EVENTS[5:]]
-    for i, chunk in enumerate(steps):
+    for chunk in steps:
         stream = (stream.add_elements(_stamp(chunk, "event_time_us"))
                   .advance_processing_time(30)
                   .advance_watermark_to(chunk[-1].event_time_us / S))

@@ -18,7 +18,7 @@ def ev(eid, name, sec, pid=None, session="s"):
 
 
 def test_engagement_uses_the_spec_rules_whatever_the_order_and_duplicates():
-    # the SPEC §2 rules themselves are tested in tests/test_sessionize.py
+    # the SPEC §2 rules themselves are tested in tests/test_session_rules.py
     evs = [ev("a", "ADD_TO_CART", 30, 3), ev("c", "CLICK", 10), ev("c", "CLICK", 10),
            ev("d", "ITEM_DETAIL", 10), ev("h", "HOMEPAGE", 0), ev("x", "SCROLL", 5)]
     a = pop.engagement_from_events(evs)

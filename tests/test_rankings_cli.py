@@ -13,7 +13,7 @@ from pipelines.cli import main
 from pipelines.rankings import format_age
 from transforms.ranking_store import read_meta, read_ranking
 from tests.conftest import free_port
-from transforms.rankings import RankingSnapshot
+from transforms.top_n import RankingSnapshot
 from transforms.redis_sink import RedisRankingWriter
 
 S = 1_000_000

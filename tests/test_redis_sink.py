@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.ranking_store import connect, read_meta, read_ranking, redact_url
 from transforms.redis_sink import RedisRankingWriter, WriteRankingsToRedis
-from transforms.rankings import RankingSnapshot
+from transforms.top_n import RankingSnapshot
 from tests.conftest import free_port
 
 S = 1_000_000

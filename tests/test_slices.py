@@ -1,19 +1,16 @@
 """Sliced engagement and the two-stage ranking (transforms.slices), without Beam runs."""
 from __future__ import annotations
 
-import itertools
 import random
 
 import pytest
 
 from transforms.engagement import compute_engagement
 from transforms.records import BookingLine, ClickEvent, Product, Transaction
-from transforms.rankings import make_snapshot
 from transforms.scoring import DEFAULT_WEIGHTS, score_products
-from transforms.sessionize import SessionBatch, accepted_adds, enrich_session
+from transforms.session_rules import SessionBatch, accepted_adds, enrich_session
 from transforms.slices import (HORIZON_US, Contribution, ShardTable, batch_contributions, by_shard,
-                               make_part, order_contributions, parts_of_table, rank_parts,
-                               skyband, snapshot_of_parts)
+                               order_contributions, parts_of_table, skyband, snapshot_of_parts)
 
 S = 1_000_000
 T0 = 1_600_000_020 * S  # a whole minute

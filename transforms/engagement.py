@@ -287,7 +287,7 @@ class ProductEngagement(beam.PTransform):
     ``created_at``). Output: one element per horizon window (and pane),
     ``(horizon, window_end_us or None, {product_id: Engagement})`` — ``None`` for ``all``.
     With ``flatten=True`` (default) all horizons come in one PCollection re-windowed into
-    the global window (plain ParDos such as :class:`~transforms.rankings.RankWindows`
+    the global window (plain ParDos such as :class:`~transforms.top_n.RankWindows`
     follow); with ``flatten=False`` a dict ``{horizon: PCollection}`` keeps each
     horizon's windowing.
 

@@ -20,7 +20,7 @@ from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.records import Transaction
-from transforms.sessionize import DEFAULT_DEDUP_TTL, gap_us
+from transforms.session_rules import DEFAULT_DEDUP_TTL, gap_us
 
 METRICS_NAMESPACE = "shopstream.orders"
 

@@ -119,7 +119,7 @@ def _stored_version(meta: Dict[str, str], horizon: str) -> Optional[Tuple[int, i
 
 
 class RedisRankingWriter:
-    """Writes :class:`~transforms.rankings.RankingSnapshot` objects to Redis.
+    """Writes :class:`~transforms.top_n.RankingSnapshot` objects to Redis.
 
     ``offer(snapshot)`` remembers it if it is the newest of its horizon; ``flush()``
     writes every pending newest snapshot (retrying while Redis is unreachable);

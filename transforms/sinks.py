@@ -58,7 +58,7 @@ _ENRICHED_COLUMNS = {
 def enriched_table(batch) -> pa.Table:
     """A list of EnrichedEvents → an ``events_enriched`` Arrow table (same values as
     :func:`enriched_row`, built column by column)."""
-    from transforms.sessionize import EnrichedEvent
+    from transforms.session_rules import EnrichedEvent
     from transforms.warehouse import arrow_schema
 
     schema = arrow_schema("events_enriched")

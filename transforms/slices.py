@@ -43,7 +43,7 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
 from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.engagement import (EVENT_COUNTS, Engagement, acc_to_engagement,
+from transforms.engagement import (Engagement, acc_to_engagement,
                                    event_contribution, transaction_contribution)
 from transforms.ranking_store import HORIZONS, dimension_key
 from transforms.scoring import DEFAULT_WEIGHTS, FEATURES, validate_weights
@@ -65,7 +65,7 @@ class Contribution(NamedTuple):
 
 
 def batch_contributions(batch) -> List[Contribution]:
-    """A :class:`~transforms.sessionize.SessionBatch` → its contributions: each accepted
+    """A :class:`~transforms.session_rules.SessionBatch` → its contributions: each accepted
     add counts 1 at once; a settled event contributes everything else (an add: only its
     dwell, its count came with ``adds``)."""
     out = []
@@ -326,10 +326,10 @@ def rank_parts(parts: Iterable[Part], products: Mapping[int, Any],
 
 def snapshot_of_parts(horizon: str, parts: Iterable[Part], products: Mapping[int, Any],
                       weights: Mapping[str, float], top_n: int):
-    """A :class:`~transforms.rankings.RankingSnapshot` from one horizon's parts (None when
+    """A :class:`~transforms.top_n.RankingSnapshot` from one horizon's parts (None when
     nothing is counted). With the parts' full tables, it also holds every product's
     engagement and score (for the warehouse)."""
-    from transforms.rankings import RankingSnapshot
+    from transforms.top_n import RankingSnapshot
 
     parts = list(parts)
     rankings, info = rank_parts(parts, products, weights, top_n)
@@ -494,7 +494,7 @@ class _MergeFn(beam.DoFn):
 
 class SlicedRankings(beam.PTransform):
     """``(session_batches, transactions) | SlicedRankings(products, weights)`` →
-    :class:`~transforms.rankings.RankingSnapshot` per horizon, as they change.
+    :class:`~transforms.top_n.RankingSnapshot` per horizon, as they change.
 
     Labels: ``Contributions``, ``OrderContributions``, ``AllContributions``,
     ``ShardState``, ``MergeShards`` (and ``GlobalWindow`` for windowed input)."""

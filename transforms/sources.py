@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import pickle
 import re
-import sys
 import zlib
 import logging
 from typing import Iterable, List, Optional, Tuple
@@ -927,6 +926,6 @@ def delete_spill(spill_dir: str) -> None:
 
 def click_raw(rec) -> str:
     """A parsed click event as the Fashion Campus JSON record (dead-letter ``raw``)."""
-    from transforms.sessions import event_to_json
+    from transforms.sessionize import event_to_json
 
     return event_to_json(rec)

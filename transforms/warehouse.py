@@ -111,7 +111,7 @@ class Warehouse(abc.ABC):
         """The table's name as written in SQL for this warehouse."""
         return table
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a backend without resources needs no close
         pass
 
     def __enter__(self):

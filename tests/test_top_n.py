@@ -12,7 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.scoring import DEFAULT_WEIGHTS, score_products
 from transforms.engagement import Engagement
-from transforms.rankings import (RankingSnapshot, RankWindows, TOP10_TABLES, build_rankings,
+from transforms.top_n import (RankingSnapshot, RankWindows, TOP10_TABLES, build_rankings,
                                  make_snapshot, product_engagement_rows, top10_rows,
                                  warehouse_rows)
 from transforms.records import Product

@@ -24,7 +24,6 @@ from apache_beam.metrics import Metrics
 
 from transforms.scoring import DEFAULT_WEIGHTS, FEATURES, score_products, validate_weights
 from transforms.ranking_store import dimension_key
-from transforms.engagement import engagement_as_of_us, engagement_records
 
 Ranking = List[Tuple[str, float]]
 
