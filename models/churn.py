@@ -42,6 +42,8 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tup
 import numpy as np
 
 from models import artifacts
+from transforms.table_io import read_table
+from transforms.warehouse import open_warehouse
 
 log = logging.getLogger(__name__)
 
@@ -476,9 +478,6 @@ def run_train(warehouse: str, models_dir: str, force: bool = False, now=None,
               ground_truth: Optional[str] = None, **train_kwargs) -> Dict[str, Any]:
     """``shopstream train churn``: returns a summary dict (``status`` trained|skipped).
     ``ground_truth`` (a generated data set's ground_truth/) adds the oracle."""
-    from transforms.table_io import read_table
-    from transforms.warehouse import open_warehouse
-
     with open_warehouse(warehouse) as wh:
         table = read_table(wh, "churn_features")
         cols = to_columns(table)
@@ -507,9 +506,6 @@ def run_train(warehouse: str, models_dir: str, force: bool = False, now=None,
 
 def run_predict(warehouse: str, models_dir: str, version: Optional[str] = None) -> Dict[str, Any]:
     """``shopstream predict churn``: score the unlabelled (latest) months."""
-    from transforms.table_io import read_table
-    from transforms.warehouse import open_warehouse
-
     bundle, meta = load(models_dir, version)
     with open_warehouse(warehouse) as wh:
         table = read_table(wh, "churn_features", "churned IS NULL")

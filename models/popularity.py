@@ -45,9 +45,19 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Seq
 import numpy as np
 
 from models import artifacts
+from transforms import records
 from transforms.records import EPOCH
 from transforms.scoring import FEATURES
-from transforms.session_rules import DEFAULT_LOOKBACK, DEFAULT_VISIT_GAP
+from transforms.session_rules import (
+    DEFAULT_LOOKBACK,
+    DEFAULT_VISIT_GAP,
+    drop_duplicates,
+    enrich_session,
+    sort_key,
+)
+from transforms.sources import find_table_files
+from transforms.table_io import dialect, query_arrow, table_exists
+from transforms.warehouse import open_warehouse
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +73,6 @@ def engagement_from_events(events: Iterable, period: Optional[str] = None,
                            ) -> Dict[Tuple[int, Optional[int]], List[float]]:
     """Click events → {(product_id, period index or None): [click, item_detail,
     add_to_cart, homepage, dwell, 0.0]} (purchases are added by :func:`add_purchases`)."""
-    from transforms.session_rules import drop_duplicates, enrich_session, sort_key
-
     sessions: Dict[str, list] = defaultdict(list)
     for e in events:
         sessions[e.session_id].append(e)
@@ -140,8 +148,6 @@ def engagement_from_warehouse(wh, period: str) -> Tuple[Dict[Tuple[int, int], Li
     """Per product per period engagement from ``events_enriched`` + ``sales_facts``.
 
     Returns (engagement, last complete period index or None)."""
-    from transforms.table_io import dialect, query_arrow, table_exists
-
     d = dialect(wh)
     if not table_exists(wh, "events_enriched"):
         raise ValueError("the warehouse has no events_enriched table: run `shopstream "
@@ -434,9 +440,6 @@ def engagement_from_files(root: str, period: str, visit_gap_s: float = DEFAULT_V
                           lookback: int = DEFAULT_LOOKBACK) -> Tuple[Dict, Optional[int]]:
     """Per product per period engagement straight from click_stream + transactions files
     (in memory: for small data sets; the warehouse path scales)."""
-    from transforms import records
-    from transforms.sources import find_table_files
-
     def read(kind):
         for path in find_table_files(root, kind):
             for r in records.read_csv_records(path, kind):
@@ -455,8 +458,6 @@ def engagement_from_files(root: str, period: str, visit_gap_s: float = DEFAULT_V
 def run_train(warehouse: str, models_dir: str, period: str = "2w",
               input_dir: Optional[str] = None, now: Optional[dt.datetime] = None,
               ground_truth: Optional[str] = None, **kwargs) -> Dict[str, Any]:
-    from transforms.warehouse import open_warehouse
-
     with open_warehouse(warehouse) as wh:
         if input_dir:
             eng, last = engagement_from_files(input_dir, period)

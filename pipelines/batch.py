@@ -25,6 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from batch.inputs import KINDS, usable_inputs
 from batch.steps import NAMESPACE, dead_row
+from models import artifacts
 from pipelines.batch_job import OUTPUT_TABLES, build_pipeline
 from pipelines.batch_options import ShopstreamBatchOptions
 from pipelines.batch_staging import cleanup, read_run_info, staging_for, write_table
@@ -55,7 +56,6 @@ def churn_version_for(o: ShopstreamBatchOptions):
     """The churn model version to score with, or None (no ``--models`` / no model)."""
     if not o.models:
         return None
-    from models import artifacts
 
     version = o.churn_model_version or artifacts.latest_version(o.models, "churn")
     if not version:

@@ -25,12 +25,23 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from batch import churn_features as cf
 from batch import sales
-from batch.combiners import (DailySalesFn, PickBookingFn, SessionTimesFn, TimeRangeFn,
-                             event_key)
+from batch.combiners import DailySalesFn, PickBookingFn, SessionTimesFn, TimeRangeFn, event_key
 from batch.inputs import KINDS, find_inputs
-from batch.steps import (CountFn, LocateProvincesFn, UnwrapBookingFn, as_of_date, before,
-                         customer_rows, dead_row, first_by_repr, run_info, session_rows,
-                         session_stat_as_of, to_table_row)
+from batch.steps import (
+    CountFn,
+    LocateProvincesFn,
+    UnwrapBookingFn,
+    as_of_date,
+    before,
+    customer_rows,
+    dead_row,
+    first_by_repr,
+    run_info,
+    session_rows,
+    session_stat_as_of,
+    to_table_row,
+)
+from models import churn
 from pipelines.batch_options import ShopstreamBatchOptions
 from pipelines.batch_staging import cleanup, join, read_run_info, write_table
 from transforms import records
@@ -50,8 +61,6 @@ class ScoreChurnFn(beam.DoFn):
         self.models_dir, self.version = models_dir, version
 
     def setup(self):
-        from models import churn
-
         self.churn = churn
         self.bundle, meta = churn.load(self.models_dir, self.version)
         self.scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)

@@ -12,8 +12,7 @@ import uuid
 from typing import Dict, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
-                                                  StandardOptions)
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from batch import churn_features as cf
 from pipelines.batch_options import ShopstreamBatchOptions

@@ -21,7 +21,6 @@ Applied only to this process and only for local runs (``pipelines.streaming``).
 from __future__ import annotations
 
 
-
 def apply() -> None:
     """Memoise DoFn specs per class; no embedded state cache (idempotent)."""
     from apache_beam.runners.direct import transform_evaluator

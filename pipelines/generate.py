@@ -11,7 +11,7 @@ import sys
 from datetime import date
 from typing import Sequence
 
-from transforms.simulator import Knobs, PROVINCES, generate  # noqa: F401  (re-exported)
+from transforms.simulator import PROVINCES, Knobs, generate  # noqa: F401  (re-exported)
 
 # ------------------------------------------------------------------ CLI
 

@@ -23,9 +23,21 @@ from typing import List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
-                                                  SetupOptions, StandardOptions,
-                                                  WorkerOptions)
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+    WorkerOptions,
+)
+
+from batch.inputs import usable_inputs
+from pipelines import batch_job, streaming
+from pipelines.batch import churn_version_for
+from pipelines.batch_options import ShopstreamBatchOptions
+from pipelines.batch_staging import staging_for
+from pipelines.streaming_options import ShopstreamStreamingOptions
+from transforms.sources import delete_spill
 
 log = logging.getLogger("shopstream.launch")
 
@@ -71,8 +83,6 @@ def split_pipeline(argv: Sequence[str]) -> Tuple[str, List[str]]:
 def pipeline_options(kind: str, argv: Sequence[str]) -> PipelineOptions:
     """PipelineOptions for ``kind`` with the launcher's defaults: DataflowRunner, the SDK
     from the container, no main session, streaming when reading Pub/Sub."""
-    from pipelines.streaming_options import ShopstreamStreamingOptions
-
     args = normalise_args(argv, FLAG_OPTIONS[kind])
     opts = PipelineOptions(args)
     std = opts.view_as(StandardOptions)
@@ -111,31 +121,20 @@ class DeleteSpillWhenRead(beam.PTransform):
         self.spill_dir = spill_dir
 
     def expand(self, done):
-        from transforms.sources import delete_spill
-
         read = beam.pvalue.AsSingleton(done | "CountRead" >> beam.combiners.Count.Globally())
         return (done.pipeline | "Start" >> beam.Create([self.spill_dir])
                 | "Delete" >> beam.Map(lambda folder, _n: delete_spill(folder), read))
 
 
 def build_streaming(opts: PipelineOptions) -> beam.Pipeline:
-    from pipelines.streaming import build_pipeline
-    from pipelines.streaming_options import ShopstreamStreamingOptions
-
     p = beam.Pipeline(options=opts)
-    built = build_pipeline(p, opts.view_as(ShopstreamStreamingOptions))
+    built = streaming.build_pipeline(p, opts.view_as(ShopstreamStreamingOptions))
     if built.get("spill_dir"):
         built["enriched"] | "DeleteSpill" >> DeleteSpillWhenRead(built["spill_dir"])
     return p
 
 
 def build_batch(opts: PipelineOptions) -> beam.Pipeline:
-    from batch.inputs import usable_inputs
-    from pipelines.batch import churn_version_for
-    from pipelines.batch_job import InJobLoad, build_pipeline
-    from pipelines.batch_options import ShopstreamBatchOptions
-    from pipelines.batch_staging import staging_for
-
     o = opts.view_as(ShopstreamBatchOptions)
     if not o.input or not o.warehouse:
         raise ValueError("--input and --warehouse are required")
@@ -143,8 +142,8 @@ def build_batch(opts: PipelineOptions) -> beam.Pipeline:
     for d in header_dead:
         log.error(d.reason)
     p = beam.Pipeline(options=opts)
-    build_pipeline(p, opts, inputs, staging_for(opts), churn_version_for(o),
-                   load=InJobLoad(o.warehouse, o.write_mode, o.keep_staging, header_dead))
+    batch_job.build_pipeline(p, opts, inputs, staging_for(opts), churn_version_for(o),
+                   load=batch_job.InJobLoad(o.warehouse, o.write_mode, o.keep_staging, header_dead))
     return p
 
 

@@ -36,8 +36,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from transforms.event_time import future_reason
 from transforms import records
+from transforms.event_time import future_reason
+from transforms.run_summary import source_counts, summary_dict, summary_line
+from transforms.sources import file_format, find_table_files
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,6 @@ class ReadStats:
     by_source: Dict[str, Dict[str, int]] = field(default_factory=dict)
 
     def count(self, kind: str, what: str) -> None:
-        from transforms.run_summary import source_counts
-
         c = self.by_source.setdefault(kind, source_counts())
         c[what] += 1
         if what == "read":
@@ -96,8 +96,6 @@ def _open_text(path: str):
 def iter_rows(path: str, kind: str, stats: ReadStats) -> Iterator[Tuple[int, str, dict]]:
     """Valid rows of one CSV or JSONL file as ``(event_time_us, id, row)``, where ``row``
     holds the fields as given (CSV field names); invalid rows are counted in ``stats``."""
-    from transforms.sources import file_format
-
     parse = records.PARSERS[kind]
     with _open_text(path) as text:
         if file_format(path) == "json":
@@ -226,8 +224,6 @@ class PublishSummary:
     by_source: Dict[str, Dict[str, int]] = field(default_factory=dict)
 
     def line(self) -> str:
-        from transforms.run_summary import summary_dict, summary_line
-
         head = summary_line("publish", summary_dict(self.by_source),
                             prefix=f"publish done in {self.seconds:.1f}s:")
         return (f"{head} | published={self.published} "
@@ -237,8 +233,6 @@ class PublishSummary:
 
 
 def _files(root: str, kind: str) -> List[str]:
-    from transforms.sources import find_table_files
-
     if not root.startswith("gs://") and os.path.isfile(root):
         return [root] if kind == CLICKS else []
     return find_table_files(root, kind)

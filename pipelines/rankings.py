@@ -9,8 +9,17 @@ import time
 from typing import Any, Dict, List, Optional
 
 from transforms.ranking_store import (
-    DEFAULT_REDIS_URL, HORIZONS, KINDS, connect, default_redis_url, dimension_key,
-    known_dimensions, read_meta, read_ranking, redact_url, top_key,
+    DEFAULT_REDIS_URL,
+    HORIZONS,
+    KINDS,
+    connect,
+    default_redis_url,
+    dimension_key,
+    known_dimensions,
+    read_meta,
+    read_ranking,
+    redact_url,
+    top_key,
 )
 from transforms.records import EPOCH
 

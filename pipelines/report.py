@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pipelines import report_queries as Q
-from pipelines.report_queries import (
-    AGE_BANDS, Source, Unavailable, WarehouseUnavailable, num, segments)
+from pipelines.report_queries import AGE_BANDS, Source, Unavailable, WarehouseUnavailable, num, segments
+from transforms.warehouse import open_warehouse, parse_target
 
 log = logging.getLogger(__name__)
 
@@ -653,8 +653,6 @@ def build_report(target_or_wh, generated_at: Optional[dt.datetime] = None) -> st
     """The report's HTML for a warehouse TARGET (or an open warehouse)."""
     import plotly
     from plotly.offline import get_plotlyjs
-
-    from transforms.warehouse import open_warehouse, parse_target
 
     own = isinstance(target_or_wh, str)
     if own:

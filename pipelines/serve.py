@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional
 
+from pipelines import report as report_mod
 from transforms import ranking_store as rankings
 
 log = logging.getLogger(__name__)
@@ -124,9 +125,10 @@ def make_client(url: str):
 # --------------------------------------------------------------------------- the app
 def create_app(redis_url: Optional[str] = None, warehouse: Optional[str] = None, client=None):
     """The FastAPI application (a test passes its own ``redis_url``)."""
-    import redis
-    from fastapi import FastAPI, HTTPException, Path as PathParam, Query
     import orjson
+    import redis
+    from fastapi import FastAPI, HTTPException, Query
+    from fastapi import Path as PathParam
     from fastapi.responses import FileResponse, HTMLResponse, Response
 
     class JSONResponse(Response):
@@ -246,8 +248,6 @@ def create_app(redis_url: Optional[str] = None, warehouse: Optional[str] = None,
     def report():
         if not warehouse:
             raise HTTPException(404, detail="no warehouse configured: start with --warehouse TARGET")
-        from pipelines import report as report_mod
-
         with report_lock:
             if report_cache["html"] and time.time() - report_cache["at"] < REPORT_CACHE_SECONDS:
                 return HTMLResponse(report_cache["html"])

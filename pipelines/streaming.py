@@ -24,10 +24,20 @@ import time
 from typing import Dict, List, Optional
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import (PipelineOptions, StandardOptions)
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from pipelines import direct_runner_fix
 from pipelines.streaming_options import ShopstreamStreamingOptions
 from transforms import run_summary, sinks, sources
+from transforms.engagement import ProductEngagement
+from transforms.event_time import RejectFuture
+from transforms.orders import DedupOrders
+from transforms.redis_sink import RedisWriteError, WriteRankingsToRedis, redact_url, wait_for_redis
+from transforms.scoring import resolve_weights
+from transforms.sessionize import STATEFUL, Sessionize, SessionizeBuckets
+from transforms.slices import SlicedRankings
+from transforms.top_n import RankWindows, product_engagement_rows, top10_rows
+from transforms.warehouse import parse_target
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +59,6 @@ def _batch_table(batch):
 
 def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[str, beam.PCollection]:
     """Add the shopstream graph to ``p``; returns the main PCollections (for tests)."""
-    from transforms.engagement import ProductEngagement
-    from transforms.event_time import RejectFuture
-    from transforms.orders import DedupOrders
-    from transforms.top_n import RankWindows, product_engagement_rows, top10_rows
-    from transforms.redis_sink import WriteRankingsToRedis
-    from transforms.scoring import resolve_weights
-    from transforms.sessionize import STATEFUL, Sessionize, SessionizeBuckets
-    from transforms.slices import SlicedRankings
-
     live = bool(opts.subscription)
     streaming = p.options.view_as(StandardOptions).streaming or live
     if live == bool(opts.input):
@@ -162,8 +163,6 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
     dead_all = dead | "FlattenDead" >> beam.Flatten()
     staged = []  # [(table, mode)] staged as Parquet, loaded after the run
     if opts.warehouse:
-        from transforms.warehouse import parse_target
-
         stage = (f"{spill}/warehouse" if not stateful and parse_target(opts.warehouse)[0] == "duckdb"
                  else None)
 
@@ -295,8 +294,6 @@ def _pipeline_options(args, beam_args: List[str], streaming: bool) -> PipelineOp
 
 def run_pipeline(opts: PipelineOptions, wait: bool = True):
     if "Direct" in str(opts.view_as(StandardOptions).runner or "DirectRunner"):
-        from pipelines import direct_runner_fix
-
         direct_runner_fix.apply()
     p = beam.Pipeline(options=opts)
     built = build_pipeline(p, opts.view_as(ShopstreamStreamingOptions))
@@ -427,8 +424,6 @@ def _stream(args) -> int:
 def redis_problem(url: str, retry_seconds: float) -> Optional[str]:
     """Before a run: None if Redis answers (within the retry budget) and accepts the
     credentials, else why not."""
-    from transforms.redis_sink import RedisWriteError, wait_for_redis
-
     try:
         wait_for_redis(url, retry_seconds)
     except RedisWriteError as exc:
@@ -451,7 +446,6 @@ def redis_failure(exc: BaseException) -> Optional[str]:
 
 
 def _redact(url: str) -> str:
-    from transforms.redis_sink import redact_url
     return redact_url(url)
 
 

@@ -18,6 +18,8 @@ import argparse
 import json
 import sys
 
+from models import churn, popularity
+
 
 def _fmt(metrics, keys) -> str:
     return " ".join(f"{k}={metrics[k]:.4f}" for k in keys if metrics.get(k) is not None)
@@ -86,8 +88,6 @@ def _missing_model(parser) -> int:
 
 
 def run_train_churn(args) -> int:
-    from models import churn
-
     try:
         out = churn.run_train(args.warehouse, args.models, force=args.force,
                               eval_months=args.eval_months, gap_months=args.gap_months,
@@ -130,8 +130,6 @@ def churn_table(m) -> str:
 
 
 def run_train_popularity(args) -> int:
-    from models import popularity
-
     try:
         out = popularity.run_train(args.warehouse, args.models, period=args.period,
                                    input_dir=args.input, importance_type=args.importance,
@@ -166,8 +164,6 @@ def popularity_table(m) -> str:
 
 
 def run_predict_churn(args) -> int:
-    from models import churn
-
     try:
         out = churn.run_predict(args.warehouse, args.models, args.version)
     except (ValueError, FileNotFoundError) as exc:

@@ -7,7 +7,6 @@ import datetime as dt
 
 import pytest
 
-
 from tests.test_batch_pipeline import fake_churn_model, run_cli, write_dataset
 from transforms.warehouse import open_warehouse
 
@@ -78,8 +77,12 @@ def gcs_and_bigquery(tmp_path, monkeypatch):
     (gs:// URIs), both active in this process (Beam's gs:// filesystem, bigquery.Client)."""
     from google.cloud import bigquery
 
-    from tests.emulators import (BigQueryEmulator, GCSEmulator, anonymous_google_auth,
-                                 patch_bigquery_client_for_emulator)
+    from tests.emulators import (
+        BigQueryEmulator,
+        GCSEmulator,
+        anonymous_google_auth,
+        patch_bigquery_client_for_emulator,
+    )
 
     (tmp_path / "gcs").mkdir()
     (tmp_path / "bq").mkdir()
@@ -103,9 +106,9 @@ def test_batch_template_run_loads_gcs_staging_with_load_jobs_and_one_merge(
     inside it go, and the staging folder is deleted."""
     import uuid
 
+    from pipelines.launch import launch
     from tests.emulators import PROJECT
     from transforms.warehouse import open_warehouse
-    from pipelines.launch import launch
 
     gcs, bqe = gcs_and_bigquery
     data = write_dataset(tmp_path / "data")

@@ -12,10 +12,18 @@ from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from transforms.engagement import (Engagement, EngagementCombineFn, ProductEngagement,
-                                   compute_engagement, engagement_as_of_us, event_contribution,
-                                   horizon_windowing, merge_engagements, tail_window_end_us,
-                                   transaction_contribution)
+from transforms.engagement import (
+    Engagement,
+    EngagementCombineFn,
+    ProductEngagement,
+    compute_engagement,
+    engagement_as_of_us,
+    event_contribution,
+    horizon_windowing,
+    merge_engagements,
+    tail_window_end_us,
+    transaction_contribution,
+)
 from transforms.records import BookingLine, ClickEvent, Transaction
 from transforms.session_rules import EnrichedEvent
 

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms import records
 from transforms.event_time import RejectFuture, future_reason, now_us

@@ -85,7 +85,7 @@ def synthetic_engagement(products=120, periods=10, seed=3):
 
 def test_train_gives_valid_weights_and_time_split_metrics():
     res = pop.train(synthetic_engagement(), "2w", n_estimators=60)
-    from transforms.scoring import validate_weights   # the scorer accepts them as they are
+    from transforms.scoring import validate_weights  # the scorer accepts them as they are
 
     assert validate_weights(res.weights) == res.weights
     assert sum(res.weights.values()) == pytest.approx(1.0, abs=1e-6)

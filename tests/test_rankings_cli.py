@@ -11,10 +11,10 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.rankings import format_age
-from transforms.ranking_store import read_meta, read_ranking
 from tests.conftest import free_port
-from transforms.top_n import RankingSnapshot
+from transforms.ranking_store import read_meta, read_ranking
 from transforms.redis_sink import RedisRankingWriter
+from transforms.top_n import RankingSnapshot
 
 S = 1_000_000
 T0 = 1_567_785_600 * S  # 2019-09-06 16:00:00 UTC

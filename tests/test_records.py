@@ -13,9 +13,22 @@ import pytest
 
 from transforms import records as R
 from transforms.records import (
-    ClickEvent, Customer, DeadLetter, InvalidRecord, Product, Transaction, brand_of,
-    fields_to_row, iter_csv_text, parse_click, parse_csv_line, parse_customer, parse_json,
-    parse_or_dead, parse_product, read_csv_records,
+    ClickEvent,
+    Customer,
+    DeadLetter,
+    InvalidRecord,
+    Product,
+    Transaction,
+    brand_of,
+    fields_to_row,
+    iter_csv_text,
+    parse_click,
+    parse_csv_line,
+    parse_customer,
+    parse_json,
+    parse_or_dead,
+    parse_product,
+    read_csv_records,
 )
 
 # --------------------------------------------------------------------- real-format rows

@@ -11,10 +11,10 @@ import pytest
 import redis
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from tests.conftest import free_port
 from transforms.ranking_store import connect, read_meta, read_ranking, redact_url
 from transforms.redis_sink import RedisRankingWriter, WriteRankingsToRedis
 from transforms.top_n import RankingSnapshot
-from tests.conftest import free_port
 
 S = 1_000_000
 T0 = 1_567_785_600 * S

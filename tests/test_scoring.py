@@ -6,9 +6,15 @@ import random
 
 import pytest
 
-from transforms.scoring import (DEFAULT_WEIGHTS, FEATURES, load_weights, resolve_weights,
-                            score_products, validate_weights)
 from transforms.engagement import Engagement
+from transforms.scoring import (
+    DEFAULT_WEIGHTS,
+    FEATURES,
+    load_weights,
+    resolve_weights,
+    score_products,
+    validate_weights,
+)
 
 GOOD = {"click_count": 0.1, "item_detail_count": 0.2, "add_to_cart_count": 0.3,
         "homepage_count": 0.0, "total_dwell_seconds": 0.1, "purchases": 0.3}

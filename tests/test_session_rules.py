@@ -6,10 +6,17 @@ import random
 
 import pytest
 
-from transforms.records import ClickEvent
 from transforms import session_rules as sz
-from transforms.session_rules import (EnrichedEvent, advance, drop_duplicates, enrich_session,
-                                   infer_products, settle, split_visits)
+from transforms.records import ClickEvent
+from transforms.session_rules import (
+    EnrichedEvent,
+    advance,
+    drop_duplicates,
+    enrich_session,
+    infer_products,
+    settle,
+    split_visits,
+)
 
 T0 = 1_567_784_072_821_085          # 2019-09-06T15:34:32.821085Z
 S = 1_000_000                       # one second in µs

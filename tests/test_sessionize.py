@@ -20,8 +20,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.records import ClickEvent, parse_json
 from transforms.session_rules import drop_duplicates, enrich_session
-from transforms.sessionize import (DUPLICATES, ENRICHED, LATE, METRICS_NAMESPACE, Sessionize,
-                                 event_to_json)
+from transforms.sessionize import DUPLICATES, ENRICHED, LATE, METRICS_NAMESPACE, Sessionize, event_to_json
 
 T0 = 1_567_784_072_821_085
 S = 1_000_000

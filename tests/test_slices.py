@@ -9,8 +9,17 @@ from transforms.engagement import compute_engagement
 from transforms.records import BookingLine, ClickEvent, Product, Transaction
 from transforms.scoring import DEFAULT_WEIGHTS, score_products
 from transforms.session_rules import SessionBatch, accepted_adds, enrich_session
-from transforms.slices import (HORIZON_US, Contribution, ShardTable, batch_contributions, by_shard,
-                               order_contributions, parts_of_table, skyband, snapshot_of_parts)
+from transforms.slices import (
+    HORIZON_US,
+    Contribution,
+    ShardTable,
+    batch_contributions,
+    by_shard,
+    order_contributions,
+    parts_of_table,
+    skyband,
+    snapshot_of_parts,
+)
 
 S = 1_000_000
 T0 = 1_600_000_020 * S  # a whole minute

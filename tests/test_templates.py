@@ -398,7 +398,7 @@ def test_batch_template_loads_like_the_cli_driver(tmp_path):
     """The in-job load, run for real on the DirectRunner with local paths, leaves the
     same tables as `shopstream batch` (which loads after the job) and removes the
     staging folder."""
-    from pipelines.batch import run_pipeline, options_from_args, register
+    from pipelines.batch import options_from_args, register, run_pipeline
     from pipelines.generate import generate
     from transforms.warehouse import open_warehouse
 
@@ -533,8 +533,13 @@ def test_cloud_mk_template_run_passes_valid_template_parameters(cloud_make, kind
 
 @needs_streaming
 def test_cloud_mk_replay_gcs_runs_replay_on_dataflow(cloud_make):
-    from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
-                                                      StandardOptions, WorkerOptions)
+    from apache_beam.options.pipeline_options import (
+        GoogleCloudOptions,
+        PipelineOptions,
+        StandardOptions,
+        WorkerOptions,
+    )
+
     from pipelines.cli import build_parser
 
     proc, calls = cloud_make("replay-gcs")

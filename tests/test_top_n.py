@@ -10,12 +10,19 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.scoring import DEFAULT_WEIGHTS, score_products
 from transforms.engagement import Engagement
-from transforms.top_n import (RankingSnapshot, RankWindows, TOP10_TABLES, build_rankings,
-                                 make_snapshot, product_engagement_rows, top10_rows,
-                                 warehouse_rows)
 from transforms.records import Product
+from transforms.scoring import DEFAULT_WEIGHTS, score_products
+from transforms.top_n import (
+    TOP10_TABLES,
+    RankingSnapshot,
+    RankWindows,
+    build_rankings,
+    make_snapshot,
+    product_engagement_rows,
+    top10_rows,
+    warehouse_rows,
+)
 from transforms.warehouse import column_names, table_schema
 
 S = 1_000_000

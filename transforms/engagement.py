@@ -23,8 +23,8 @@ from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.scoring import FEATURES  # the six features, in SPEC order
 from transforms.ranking_store import HORIZONS
+from transforms.scoring import FEATURES  # the six features, in SPEC order
 
 #: event_name → the count feature it increments (other events only add dwell).
 EVENT_COUNTS = {

@@ -40,8 +40,17 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.ranking_store import (KEY_PREFIX, connect, dims_key, meta_key, names_key,
-                                redact_url, top_key, validate_redis_url)
+from transforms import secrets
+from transforms.ranking_store import (
+    KEY_PREFIX,
+    connect,
+    dims_key,
+    meta_key,
+    names_key,
+    redact_url,
+    top_key,
+    validate_redis_url,
+)
 from transforms.records import EPOCH
 
 __all__ = ["RedisRankingWriter", "RedisWriteError", "WriteRankingsToRedis", "redact_url",
@@ -397,9 +406,8 @@ class _WriteRankingsFn(beam.DoFn):
 
         if self.password_secret and not os.environ.get("REDIS_PASSWORD"):
             # Read here, on the worker: the password never travels in the job's options.
-            from transforms.secrets import read_secret
 
-            os.environ["REDIS_PASSWORD"] = read_secret(self.password_secret)
+            os.environ["REDIS_PASSWORD"] = secrets.read_secret(self.password_secret)
         self.writer = RedisRankingWriter(
             self.redis_url, self.key_prefix, top_n=self.top_n,
             retry_seconds=self.retry_seconds, backoff_max=self.backoff_max,

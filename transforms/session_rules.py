@@ -41,7 +41,7 @@ kept until ``dedup_ttl`` (event time) after their visit closed.
 from __future__ import annotations
 
 import itertools
-from typing import (Any, Iterable, List, NamedTuple, Optional, Sequence, Tuple)
+from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 DEFAULT_VISIT_GAP = 1800            # seconds
 DEFAULT_LOOKBACK = 3                # events

@@ -64,10 +64,21 @@ from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.records import ClickEvent, DeadLetter, dead_letter, format_time_us
-from transforms.session_rules import (DEFAULT_DEDUP_TTL, DEFAULT_INFERABLE, DEFAULT_LOOKBACK,
-                                   DEFAULT_VISIT_GAP, SessionBatch, SessionCtx,
-                                   accepted_adds, advance, drop_duplicates, enrich_session,
-                                   gap_us, sort_key, TIME)
+from transforms.session_rules import (
+    DEFAULT_DEDUP_TTL,
+    DEFAULT_INFERABLE,
+    DEFAULT_LOOKBACK,
+    DEFAULT_VISIT_GAP,
+    TIME,
+    SessionBatch,
+    SessionCtx,
+    accepted_adds,
+    advance,
+    drop_duplicates,
+    enrich_session,
+    gap_us,
+    sort_key,
+)
 
 ENRICHED = "enriched"
 DUPLICATES = "duplicates"
@@ -286,7 +297,7 @@ class EnrichBucketFn(beam.DoFn):
 
         _, payloads = element
         sessions: dict = {}
-        from transforms.sources import read_payload
+        from transforms.sources import read_payload  # sources imports this module
 
         for payload in payloads:
             for sid, events in pickle.loads(zlib.decompress(read_payload(payload))).items():

@@ -21,7 +21,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms import records
-from transforms.warehouse import open_warehouse, parse_target, table_schema
+from transforms.session_rules import EnrichedEvent
+from transforms.table_io import load_parquet_glob, match_files
+from transforms.warehouse import arrow_schema, open_warehouse, parse_target, table_schema, to_arrow
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +60,6 @@ _ENRICHED_COLUMNS = {
 def enriched_table(batch) -> pa.Table:
     """A list of EnrichedEvents → an ``events_enriched`` Arrow table (same values as
     :func:`enriched_row`, built column by column)."""
-    from transforms.session_rules import EnrichedEvent
-    from transforms.warehouse import arrow_schema
-
     schema = arrow_schema("events_enriched")
     columns = list(zip(*batch)) if batch else [()] * len(EnrichedEvent._fields)
     data = {}
@@ -402,7 +401,6 @@ class _StageRowsFn(beam.DoFn):
 
         import pyarrow as pa
         import pyarrow.parquet as pq
-        from transforms.warehouse import to_arrow
 
         if self.dicts:
             self.parts.append(to_arrow(self.table, self.dicts))
@@ -425,7 +423,6 @@ class _StageSnapshotFn(beam.DoFn):
 
     def process(self, rows):
         import pyarrow.parquet as pq
-        from transforms.warehouse import to_arrow
 
         path = f"{self.folder.rstrip('/')}/{self.table}/snapshot.parquet"
         with FileSystems.create(path) as fh:
@@ -463,8 +460,6 @@ def load_staged(target: str, folder: str, tables) -> Dict[str, int]:
     """Load what :class:`StageRows` / :class:`StageSnapshots` wrote: ``tables`` is
     ``[(table, mode)]`` (rows: upsert by key, snapshots: replace). Every table is
     created even when nothing was staged for it. Returns rows loaded per table."""
-    from transforms.table_io import load_parquet_glob, match_files
-
     loaded = {}
     with _duckdb_lock(target):
         with open_warehouse(target) as wh:

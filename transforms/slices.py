@@ -38,15 +38,21 @@ from apache_beam import coders
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec,
-                                              TimerSpec, on_timer)
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.engagement import (Engagement, acc_to_engagement,
-                                   event_contribution, transaction_contribution)
+from transforms.engagement import (
+    Engagement,
+    acc_to_engagement,
+    engagement_to_acc,
+    event_contribution,
+    transaction_contribution,
+)
 from transforms.ranking_store import HORIZONS, dimension_key
+from transforms.records import DeadLetter, read_csv_records
 from transforms.scoring import DEFAULT_WEIGHTS, FEATURES, validate_weights
+from transforms.top_n import RankingSnapshot
 
 DEFAULT_SLICE_SECONDS = 60
 DEFAULT_SHARDS = 16
@@ -329,8 +335,6 @@ def snapshot_of_parts(horizon: str, parts: Iterable[Part], products: Mapping[int
     """A :class:`~transforms.top_n.RankingSnapshot` from one horizon's parts (None when
     nothing is counted). With the parts' full tables, it also holds every product's
     engagement and score (for the warehouse)."""
-    from transforms.top_n import RankingSnapshot
-
     parts = list(parts)
     rankings, info = rank_parts(parts, products, weights, top_n)
     if info["as_of_us"] is None:
@@ -359,8 +363,6 @@ def parts_of_table(engagements: Mapping[int, Engagement], horizon: str, end_us, 
                    weights, top_n: int, shards: int = DEFAULT_SHARDS) -> List[Part]:
     """A whole engagement table → its parts, as the shard step would cut it (the bounded
     replay ranks through the same two stages, so both agree bit for bit)."""
-    from transforms.engagement import engagement_to_acc
-
     by: Dict[int, Dict[int, list]] = {}
     for pid, e in engagements.items():
         by.setdefault(shard_of(pid, shards), {})[int(pid)] = engagement_to_acc(e)
@@ -383,8 +385,6 @@ def load_products(source) -> Dict[int, Any]:
 
 @functools.lru_cache(maxsize=8)
 def _read_products(paths: Tuple[str, ...]) -> Dict[int, Any]:
-    from transforms.records import DeadLetter, read_csv_records
-
     out = {}
     for path in paths:
         for rec in read_csv_records(path, "product"):

@@ -3,10 +3,10 @@ typed records with event-time timestamps. Bad input leaves on the ``dead`` outpu
 from __future__ import annotations
 
 import csv
+import logging
 import pickle
 import re
 import zlib
-import logging
 from typing import Iterable, List, Optional, Tuple
 
 import apache_beam as beam
@@ -433,8 +433,7 @@ def allow_large_emulator_messages() -> None:
             emulator = os.environ.get("PUBSUB_EMULATOR_HOST")
             if emulator and "transport" not in kwargs:
                 import grpc
-                from google.pubsub_v1.services.subscriber.transports.grpc import (
-                    SubscriberGrpcTransport)
+                from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
 
                 channel = grpc.insecure_channel(emulator, options=[
                     ("grpc.max_send_message_length", -1),
@@ -926,6 +925,6 @@ def delete_spill(spill_dir: str) -> None:
 
 def click_raw(rec) -> str:
     """A parsed click event as the Fashion Campus JSON record (dead-letter ``raw``)."""
-    from transforms.sessionize import event_to_json
+    from transforms.sessionize import event_to_json  # sessionize imports this module
 
     return event_to_json(rec)

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import pyarrow as pa
 
-from transforms.warehouse import arrow_schema
+from transforms.warehouse import arrow_schema, column_names
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,6 @@ def replace_window(wh, table: str, pattern: str, column: str, lo, hi) -> int:
 
     One DuckDB transaction (readers see the old or the new window, never a mix); a
     BigQuery warehouse uses ``load_files`` (see :func:`load_staged_table`)."""
-    from transforms.warehouse import column_names
-
     files = match_files(pattern)
     where = f'"{column}" BETWEEN {_sql_date(lo)} AND {_sql_date(hi)}'
     con = getattr(wh, "con", None)

@@ -22,8 +22,9 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tup
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.scoring import DEFAULT_WEIGHTS, FEATURES, score_products, validate_weights
 from transforms.ranking_store import dimension_key
+from transforms.records import Product
+from transforms.scoring import DEFAULT_WEIGHTS, FEATURES, score_products, validate_weights
 
 Ranking = List[Tuple[str, float]]
 
@@ -119,7 +120,7 @@ def make_snapshot(horizon: str, window_end_us: Optional[int], engagements: Mappi
     """
     if not engagements:
         return None
-    from transforms.slices import parts_of_table, snapshot_of_parts
+    from transforms.slices import parts_of_table, snapshot_of_parts  # slices imports top_n
 
     # The same two stages as the live graph (per-shard parts, then the merge), so a
     # bounded replay and the streaming graph rank identically.
@@ -222,8 +223,6 @@ class _RankFn(beam.DoFn):
 
 
 def _keyed_product(p):
-    from transforms.records import Product
-
     if isinstance(p, Product):
         return [(p.id, p)]
     if isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], Product):

@@ -112,6 +112,7 @@ def run(rates=(100, 200, 400), step_seconds=40, drain_seconds=30) -> list:
 
     import redis
     from google.cloud import pubsub_v1
+
     from tests.conftest import RedisServer
     from tests.emulators import PubSubEmulator
 

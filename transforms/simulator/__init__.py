@@ -34,8 +34,13 @@ of worker processes; customers are generated and written in chunks.
 from transforms.simulator.reference import EVENT_MIX_TARGET, PAYMENT_METHODS, PROVINCES
 from transforms.simulator.world import Knobs, build_products
 from transforms.simulator.writer import (
-    GT_CUSTOMER_MONTHS_HEADER, GT_CUSTOMERS_HEADER, GT_DEMAND_HEADER, GT_PRODUCTS_HEADER,
-    Summary, generate)
+    GT_CUSTOMER_MONTHS_HEADER,
+    GT_CUSTOMERS_HEADER,
+    GT_DEMAND_HEADER,
+    GT_PRODUCTS_HEADER,
+    Summary,
+    generate,
+)
 
 __all__ = ["EVENT_MIX_TARGET", "GT_CUSTOMER_MONTHS_HEADER", "GT_CUSTOMERS_HEADER",
            "GT_DEMAND_HEADER", "GT_PRODUCTS_HEADER", "Knobs", "PAYMENT_METHODS", "PROVINCES",

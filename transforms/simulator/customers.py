@@ -16,11 +16,27 @@ from datetime import timedelta
 from types import MappingProxyType
 
 from transforms.simulator.reference import (
-    ANDROID_VERSIONS, FIRST_NAMES_F, FIRST_NAMES_M, GENERIC_SEARCHES, IOS_VERSIONS,
-    LAST_NAMES, PROMO_CODES, PROVINCES)
+    ANDROID_VERSIONS,
+    FIRST_NAMES_F,
+    FIRST_NAMES_M,
+    GENERIC_SEARCHES,
+    IOS_VERSIONS,
+    LAST_NAMES,
+    PROMO_CODES,
+    PROVINCES,
+)
 from transforms.simulator.world import (
-    US_PER_DAY, US_PER_S, World, _date_str, _geometric, _poisson, _start_date, _uuid4,
-    format_time, week_index)
+    US_PER_DAY,
+    US_PER_S,
+    World,
+    _date_str,
+    _geometric,
+    _poisson,
+    _start_date,
+    _uuid4,
+    format_time,
+    week_index,
+)
 
 #: The churn hazard mix: logit(monthly hazard) = logit(churn_rate) + OFFSET + Σ weight · driver.
 #: Drivers at the month end: log1p(days since the last successful purchase / 30); failed

@@ -13,9 +13,23 @@ from typing import Sequence
 
 from transforms.records import PRODUCT_COLUMNS
 from transforms.simulator.reference import (
-    APPROACH_PATHS, BRANDS, BROKEN_NAME_SUFFIXES, CATALOG, COLOUR_WEIGHTS, COLOURS,
-    FILLER_WEIGHTS, GENDER_AFFINITY, GENDER_NAMES, LOCAL_HOUR_WEIGHTS, PAYMENT_METHODS,
-    PAYMENT_WEIGHTS, PROVINCES, QUANTITY_WEIGHTS, SEASON_WEIGHTS, SEASONS)
+    APPROACH_PATHS,
+    BRANDS,
+    BROKEN_NAME_SUFFIXES,
+    CATALOG,
+    COLOUR_WEIGHTS,
+    COLOURS,
+    FILLER_WEIGHTS,
+    GENDER_AFFINITY,
+    GENDER_NAMES,
+    LOCAL_HOUR_WEIGHTS,
+    PAYMENT_METHODS,
+    PAYMENT_WEIGHTS,
+    PROVINCES,
+    QUANTITY_WEIGHTS,
+    SEASON_WEIGHTS,
+    SEASONS,
+)
 
 #: spread (per year, log scale) of each product's popularity trend: demand drifts, so
 #: last period's engagement predicts next period's purchases only approximately

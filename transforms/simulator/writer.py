@@ -15,8 +15,7 @@ from typing import Iterator
 
 from transforms.records import CLICK_COLUMNS, CUSTOMER_COLUMNS, TRANSACTION_COLUMNS
 from transforms.simulator.customers import MEAN_QUANTITY, simulate_customer
-from transforms.simulator.world import (
-    Knobs, World, build_products, build_world, week_start, write_products)
+from transforms.simulator.world import Knobs, World, build_products, build_world, week_start, write_products
 
 CHUNK_CUSTOMERS = 200
 GT_PRODUCTS_HEADER = ("product_id", "latent_popularity", "base_price", "brand")
