@@ -177,6 +177,15 @@ def engagement_as_of_us(engagements: Mapping[int, Engagement]) -> Optional[int]:
 
 
 # --------------------------------------------------------------------------- Beam
+def _accumulate(table: Dict[int, list], pid: int, part) -> None:
+    """Add one product's accumulator ``part`` into ``table`` (a copy when it is new)."""
+    cur = table.get(pid)
+    if cur is None:
+        table[pid] = list(part)
+    else:
+        _add_into(cur, part)
+
+
 class EngagementCombineFn(beam.CombineFn):
     """``(product_id, contribution)`` elements → ``{product_id: Engagement}``.
 
@@ -196,11 +205,7 @@ class EngagementCombineFn(beam.CombineFn):
         pid, part = element
         if isinstance(part, Engagement):
             part = engagement_to_acc(part)
-        cur = acc.get(pid)
-        if cur is None:
-            acc[pid] = list(part)
-        else:
-            _add_into(cur, part)
+        _accumulate(acc, pid, part)
         return acc
 
     def merge_accumulators(self, accumulators) -> Dict[int, list]:
@@ -210,11 +215,7 @@ class EngagementCombineFn(beam.CombineFn):
             return {}
         for acc in it:
             for pid, part in acc.items():
-                cur = total.get(pid)
-                if cur is None:
-                    total[pid] = list(part)
-                else:
-                    _add_into(cur, part)
+                _accumulate(total, pid, part)
         return total
 
     def compact(self, acc):
