@@ -20,8 +20,9 @@ help:  ## list the targets
 
 $(VENV)/.installed: setup.py requirements.txt requirements-serve.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[serve,test]'
+	@echo "installing shopstream and its pinned dependencies into $(VENV)…"
+	@$(PY) -m pip install -qq --upgrade pip
+	@$(PY) -m pip install -qq -c constraints.txt -e '.[serve,test]'
 	@touch $@
 
 constraints:  ## re-pin constraints.txt (every transitive version) from the tested .venv
@@ -57,26 +58,29 @@ redis-stop:  ## stop the demo redis-server
 demo: install demo-data demo-redis  ## install, generate data, replay into DuckDB + Redis, batch job, models, live rankings, report
 	@mkdir -p $(dir $(DEMO_WAREHOUSE)) $(DEMO_MODELS)
 	@echo "== 1/6 streaming pipeline: replay the click stream and orders into DuckDB and Redis"
-	$(BIN)/shopstream replay --input $(DEMO_DIR) --warehouse $(DEMO_WAREHOUSE) --redis $(REDIS_URL)
+	@$(BIN)/shopstream replay --input $(DEMO_DIR) --warehouse $(DEMO_WAREHOUSE) --redis $(REDIS_URL)
 	@echo "== 2/6 daily batch job: sales facts, daily sales, churn features"
-	$(BIN)/shopstream batch --input $(DEMO_DIR) --warehouse $(DEMO_WAREHOUSE)
+	@$(BIN)/shopstream batch --input $(DEMO_DIR) --warehouse $(DEMO_WAREHOUSE)
 	@echo "== 3/6 models: popularity weights (XGBoost) and churn (RandomForest)"
-	$(BIN)/shopstream train popularity --warehouse $(DEMO_WAREHOUSE) --models $(DEMO_MODELS) \
+	@$(BIN)/shopstream train popularity --warehouse $(DEMO_WAREHOUSE) --models $(DEMO_MODELS) \
 	  $$(test -f $(DEMO_DIR)/ground_truth/product_demand.csv && echo --ground-truth $(DEMO_DIR)/ground_truth)
-	$(BIN)/shopstream train churn --warehouse $(DEMO_WAREHOUSE) --models $(DEMO_MODELS) --force \
+	@$(BIN)/shopstream train churn --warehouse $(DEMO_WAREHOUSE) --models $(DEMO_MODELS) --force \
 	  $$(test -f $(DEMO_DIR)/ground_truth/customer_months.csv && echo --ground-truth $(DEMO_DIR)/ground_truth)
-	$(BIN)/shopstream predict churn --warehouse $(DEMO_WAREHOUSE) --models $(DEMO_MODELS)
+	@$(BIN)/shopstream predict churn --warehouse $(DEMO_WAREHOUSE) --models $(DEMO_MODELS)
 	@echo "== 4/6 replay again with the trained popularity weights"
-	$(BIN)/shopstream replay --input $(DEMO_DIR) --warehouse $(DEMO_WAREHOUSE) --redis $(REDIS_URL) --models $(DEMO_MODELS)
+	@$(BIN)/shopstream replay --input $(DEMO_DIR) --warehouse $(DEMO_WAREHOUSE) --redis $(REDIS_URL) --models $(DEMO_MODELS)
 	@echo "== 5/6 live rankings from Redis"
-	$(BIN)/shopstream rankings products --horizon all --redis $(REDIS_URL)
-	$(BIN)/shopstream rankings brands --horizon 24h --redis $(REDIS_URL)
-	$(BIN)/shopstream rankings subcategories --horizon 1h --redis $(REDIS_URL)
+	@$(BIN)/shopstream rankings products --horizon all --redis $(REDIS_URL)
+	@$(BIN)/shopstream rankings brands --horizon 24h --redis $(REDIS_URL)
+	@$(BIN)/shopstream rankings subcategories --horizon 1h --redis $(REDIS_URL)
 	@echo "== 6/6 analytics report"
-	$(BIN)/shopstream report --warehouse $(DEMO_WAREHOUSE) --out $(DEMO_REPORT)
+	@$(BIN)/shopstream report --warehouse $(DEMO_WAREHOUSE) --out $(DEMO_REPORT)
 	@echo
-	@echo "Report: $(abspath $(DEMO_REPORT))"
-	@echo "Live API and page: $(BIN)/shopstream serve --redis $(REDIS_URL) --warehouse $(DEMO_WAREHOUSE)  (then open http://127.0.0.1:8080/)"
+	@echo "Done. Open next:"
+	@echo "  the report     $(abspath $(DEMO_REPORT))"
+	@echo "  the live page  $(BIN)/shopstream serve --redis $(REDIS_URL) --warehouse $(DEMO_WAREHOUSE), then http://127.0.0.1:8080/"
+	@echo "  the rankings   $(BIN)/shopstream rankings --help"
+	@echo "  the design     docs/ARCHITECTURE.md"
 
 test-deps: system-deps  ## headless Chromium for the browser tests (Debian package)
 	@command -v chromium >/dev/null 2>&1 || { \
