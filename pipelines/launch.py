@@ -37,7 +37,7 @@ from pipelines.batch import churn_version_for
 from pipelines.batch_options import ShopstreamBatchOptions
 from pipelines.batch_staging import staging_for
 from pipelines.streaming_options import ShopstreamStreamingOptions
-from transforms.sources import delete_spill
+from transforms.spill import delete_spill
 
 log = logging.getLogger("shopstream.launch")
 

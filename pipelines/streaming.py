@@ -28,7 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipelines import direct_runner_fix
 from pipelines.streaming_options import ShopstreamStreamingOptions
-from transforms import run_summary, sinks, sources
+from transforms import pubsub_source, run_summary, sinks, sources, spill
 from transforms.engagement import ProductEngagement
 from transforms.event_time import RejectFuture
 from transforms.orders import DedupOrders
@@ -74,9 +74,9 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
         id_label = "event_id" if dataflow else None  # the DirectRunner rejects id_label
         ps = {"max_message_bytes": opts.max_message_bytes,  # event time parsed in a DoFn;
               "timestamp_attribute": "event_time" if dataflow else None}  # Dataflow: watermark
-        clicks = p | "ReadClicks" >> sources.ReadPubSubRecords(
+        clicks = p | "ReadClicks" >> pubsub_source.ReadPubSubRecords(
             opts.subscription, "click_stream", id_label, **ps)
-        orders = (p | "ReadOrders" >> sources.ReadPubSubRecords(
+        orders = (p | "ReadOrders" >> pubsub_source.ReadPubSubRecords(
             opts.orders_subscription, "transactions", "booking_id" if dataflow else None, **ps)
             if opts.orders_subscription else None)
         # Pub/Sub: the max-future check is a step after the read (files check in parsing).
@@ -200,13 +200,13 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
 def _spill_dir(options) -> str:
     """Where a replay spills its session payloads (deleted after the run): a fresh folder
     under --temp_location, else under the local temp folder; it carries the pid, so the
-    next run removes it if this one is killed (sources.new_spill_dir)."""
+    next run removes it if this one is killed (spill.new_spill_dir)."""
     import tempfile
 
     from apache_beam.options.pipeline_options import GoogleCloudOptions
 
     base = options.view_as(GoogleCloudOptions).temp_location or tempfile.gettempdir()
-    return sources.new_spill_dir(base)
+    return spill.new_spill_dir(base)
 
 
 def _require(paths: List[str], kind: str, root: str) -> List[str]:
@@ -314,7 +314,7 @@ def run_pipeline(opts: PipelineOptions, wait: bool = True):
         if bar is not None:
             bar.close()
         if spill and wait:
-            sources.delete_spill(spill)
+            spill.delete_spill(spill)
     return result
 
 

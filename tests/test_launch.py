@@ -93,7 +93,7 @@ def test_gz_input_replays_and_batches_like_plain_input(where, gz_data, plain_cou
 def test_spill_folder_on_gcs_is_deleted(gcs, monkeypatch):
     """gs:// has no folders: ``exists()`` of the spill prefix is False, so the objects
     under it must be deleted by prefix."""
-    from transforms.sources import delete_spill
+    from transforms.spill import delete_spill
 
     gcs.activate(monkeypatch)
     for name in ("tmp/shopstream-replay-abc/0001.bin", "tmp/shopstream-replay-abc/0002.bin",

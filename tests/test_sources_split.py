@@ -11,7 +11,8 @@ import random
 import pytest
 
 from transforms import records
-from transforms.sources import file_splits, parse_lines, read_split_records, split_records
+from transforms.csv_splits import file_splits, split_records
+from transforms.sources import parse_lines, read_split_records
 
 WORDS = ["Puma", "Men", "Blue", "Shoes", "Levi's", '5" heel', "a,b", "x\ny", "kaos\r\nputih",
          "日本", "ëlan", "🙂", '"quoted"', "", ",", '""', "\n", "tab\there", "Sumatera Utara"]

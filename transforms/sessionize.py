@@ -79,6 +79,7 @@ from transforms.session_rules import (
     gap_us,
     sort_key,
 )
+from transforms.spill import read_payload
 
 ENRICHED = "enriched"
 DUPLICATES = "duplicates"
@@ -297,7 +298,6 @@ class EnrichBucketFn(beam.DoFn):
 
         _, payloads = element
         sessions: dict = {}
-        from transforms.sources import read_payload  # sources imports this module
 
         for payload in payloads:
             for sid, events in pickle.loads(zlib.decompress(read_payload(payload))).items():
