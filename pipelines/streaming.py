@@ -282,9 +282,9 @@ def _pipeline_options(args, beam_args: List[str], streaming: bool) -> PipelineOp
             # inherit in-process client setup (e.g. a GCS endpoint set by the caller).
             flags += ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
         else:
-            # A bounded replay: one worker process per core (up to 2) — measured 1.4x
-            # faster on 2 cores; the warehouse is staged as Parquet and loaded once after
-            # the run, so workers never share the DuckDB file.
+            # A bounded replay: one worker process per core (up to 2); the warehouse is
+            # staged as Parquet and loaded once after the run, so workers never share the
+            # DuckDB file.
             flags += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     values = {k: getattr(args, k) for k in option_names() if getattr(args, k, None) is not None}
     opts = PipelineOptions(flags, **values)

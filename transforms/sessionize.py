@@ -28,7 +28,8 @@ Two implementations, same results (``mode``):
   ``flush`` at the next settle point and ``close`` at the visit end — or, once nothing is
   pending, at the expiry of the remembered event ids (``dedup_ttl`` of event time after
   their visit closed), when all state is cleared. Visits are computed from the buffer,
-  so a gap inside one bundle (LOCAL_STACK trap 1) needs no special case.
+  so a gap inside one bundle (the watermark only moves between bundles) needs no special
+  case.
 * ``"grouped"`` (bounded input only) — GroupByKey + :func:`enrich_session` per session.
   No state API, several times faster for batch replays; ``"auto"`` picks it for bounded
   input.
