@@ -28,7 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipelines import direct_runner_fix
 from pipelines.streaming_options import ShopstreamStreamingOptions
-from transforms import pubsub_source, run_summary, sinks, sources, spill
+from transforms import pubsub_source, run_summary, sinks, sources
 from transforms.engagement import ProductEngagement
 from transforms.event_time import RejectFuture
 from transforms.orders import DedupOrders
@@ -36,6 +36,7 @@ from transforms.redis_sink import RedisWriteError, WriteRankingsToRedis, redact_
 from transforms.scoring import resolve_weights
 from transforms.sessionize import STATEFUL, Sessionize, SessionizeBuckets
 from transforms.slices import SlicedRankings
+from transforms.spill import delete_spill, new_spill_dir
 from transforms.top_n import RankWindows, product_engagement_rows, top10_rows
 from transforms.warehouse import parse_target
 
@@ -200,13 +201,13 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
 def _spill_dir(options) -> str:
     """Where a replay spills its session payloads (deleted after the run): a fresh folder
     under --temp_location, else under the local temp folder; it carries the pid, so the
-    next run removes it if this one is killed (spill.new_spill_dir)."""
+    next run removes it if this one is killed (transforms.spill.new_spill_dir)."""
     import tempfile
 
     from apache_beam.options.pipeline_options import GoogleCloudOptions
 
     base = options.view_as(GoogleCloudOptions).temp_location or tempfile.gettempdir()
-    return spill.new_spill_dir(base)
+    return new_spill_dir(base)
 
 
 def _require(paths: List[str], kind: str, root: str) -> List[str]:
@@ -314,7 +315,7 @@ def run_pipeline(opts: PipelineOptions, wait: bool = True):
         if bar is not None:
             bar.close()
         if spill and wait:
-            spill.delete_spill(spill)
+            delete_spill(spill)
     return result
 
 
