@@ -64,7 +64,7 @@ def test_churn_model_between_recency_and_the_oracle(churn_metrics):
 @pytest.mark.xfail(strict=True, reason="issue #13 target not reached yet: on these seeds the "
                    "model is 0.07-0.09 above recency on recent buyers (target 0.10), 0.06-0.09 "
                    "below the oracle there (target 0.06) and 0.03 below it overall "
-                   "(target 0.015); see notes/issue13.md")
+                   "(target 0.015); see the note on issue #13")
 def test_churn_model_reaches_the_issue_13_targets(churn_metrics):
     m = churn_metrics
     assert m["roc_auc_recent_buyers"] >= m["baseline_recency_roc_auc_recent_buyers"] + 0.10
