@@ -94,3 +94,17 @@ def reference_enriched(clicks_csv: str, visit_gap: float = 1800, lookback: int =
     rows = con.execute(ENRICH_SQL.format(clicks=clicks_csv, gap_us=int(visit_gap * 1e6),
                                          lookback=lookback)).fetchall()
     return {r[0]: (r[2], r[5] if r[5] is not None else r[6], r[6] is not None, r[7]) for r in rows}
+
+
+def assert_engagement_matches_oracle(rows, data_dir) -> None:
+    """``rows`` of (product_id, *FEATURES) from product_engagement equal the oracle on the
+    files under ``data_dir`` (counts exactly, dwell to float precision)."""
+    import pytest
+
+    expected = reference_engagement(f"{data_dir}/click_stream.csv", f"{data_dir}/transactions.csv")
+    got = {r[0]: tuple(r[1:]) for r in rows}
+    assert set(got) == set(expected)
+    for pid, want in expected.items():
+        assert got[pid][:4] == want[:4] and got[pid][5] == want[5], pid
+        assert got[pid][4] == pytest.approx(want[4], rel=1e-9, abs=1e-6), pid
+

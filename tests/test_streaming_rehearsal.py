@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from pipelines import cli
-from tests.reference_sql import reference_engagement, reference_enriched
+from tests.reference_sql import assert_engagement_matches_oracle, reference_enriched
 from transforms.ranking_store import HORIZONS
 
 FEATURES = ("click_count", "item_detail_count", "add_to_cart_count", "homepage_count",
@@ -82,14 +82,9 @@ def test_streaming_rehearsal_tables_equal_the_bounded_replay(runs, table):
 
 def test_streaming_rehearsal_equals_the_sql_oracle(runs):
     data = runs["clean"]  # the oracle reads the clean files: duplicates must not count
-    expected = reference_engagement(str(data / "click_stream.csv"), str(data / "transactions.csv"))
     rows = _rows(runs["streaming"]["warehouse"],
                  f"SELECT product_id, {', '.join(FEATURES)} FROM product_engagement")
-    got = {r[0]: tuple(r[1:]) for r in rows}
-    assert set(got) == set(expected)
-    for pid, want in expected.items():
-        assert got[pid][:4] == want[:4] and got[pid][5] == want[5], pid
-        assert got[pid][4] == pytest.approx(want[4], rel=1e-9, abs=1e-6), pid
+    assert_engagement_matches_oracle(rows, data)
     enriched = reference_enriched(str(data / "click_stream.csv"))
     ids = {r[0] for r in _rows(runs["streaming"]["warehouse"], "SELECT event_id FROM events_enriched")}
     assert ids == set(enriched)

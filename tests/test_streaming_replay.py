@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from pipelines import cli
-from tests.reference_sql import reference_engagement, reference_enriched
+from tests.reference_sql import assert_engagement_matches_oracle, reference_enriched
 
 FEATURES = ("click_count", "item_detail_count", "add_to_cart_count", "homepage_count",
             "total_dwell_seconds", "purchases")
@@ -45,14 +45,9 @@ def _query(path, sql):
 
 def test_engagement_equals_sql_oracle(replayed):
     data = replayed["data"]
-    expected = reference_engagement(str(data / "click_stream.csv"), str(data / "transactions.csv"))
     rows = _query(replayed["warehouse"],
                   f"SELECT product_id, {', '.join(FEATURES)} FROM product_engagement")
-    got = {r[0]: tuple(r[1:]) for r in rows}
-    assert set(got) == set(expected)
-    for pid, want in expected.items():
-        assert got[pid][:4] == want[:4] and got[pid][5] == want[5], pid
-        assert got[pid][4] == pytest.approx(want[4], rel=1e-9, abs=1e-6), pid
+    assert_engagement_matches_oracle(rows, data)
 
 
 def test_enriched_events_equal_sql_oracle(replayed):
