@@ -39,7 +39,7 @@ import bisect
 import datetime as dt
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-from transforms.records import EPOCH
+from transforms.records import EPOCH_DATE
 from transforms.session_rules import DEFAULT_VISIT_GAP
 
 US_PER_DAY = 86_400 * 1_000_000
@@ -81,11 +81,11 @@ def month_last_day(d: dt.date) -> dt.date:
 
 
 def date_to_us(d: dt.date) -> int:
-    return (d - EPOCH.date()).days * US_PER_DAY
+    return (d - EPOCH_DATE).days * US_PER_DAY
 
 
 def us_to_date(us: int) -> dt.date:
-    return EPOCH.date() + dt.timedelta(days=us // US_PER_DAY)
+    return EPOCH_DATE + dt.timedelta(days=us // US_PER_DAY)
 
 
 def last_complete_month(as_of: dt.date) -> dt.date:

@@ -46,7 +46,7 @@ import numpy as np
 
 from models import artifacts
 from transforms import records
-from transforms.records import EPOCH
+from transforms.records import EPOCH, EPOCH_DATE
 from transforms.scoring import FEATURES
 from transforms.session_rules import (
     DEFAULT_LOOKBACK,
@@ -403,7 +403,7 @@ def read_demand(path: str, period: str) -> Dict[Tuple[int, int], float]:
             for r in csv.DictReader(fh):
                 week = r["week_start"]
                 if week not in days_of:
-                    first = (dt.date.fromisoformat(week) - EPOCH.date()).days
+                    first = (dt.date.fromisoformat(week) - EPOCH_DATE).days
                     days_of[week] = [period_index((first + d) * 86_400 * US, period)
                                      for d in range(7)]
                 share = float(r["expected_units"]) / 7.0

@@ -49,6 +49,7 @@ MAX_RAW_CHARS = 100_000
 
 #: The Unix epoch in UTC; event times travel as integer microseconds since it.
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH_DATE = EPOCH.date()
 #: Fast path for the commonest metadata. Numbers are plain decimals without leading zeros
 #: and at most 18 digits (so within INT64) — anything else takes the literal_eval path.
 _NUM = r"(0|[1-9]\d{0,17})"
