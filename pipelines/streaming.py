@@ -10,8 +10,8 @@ run summary: ``stateful`` (the graph above) or ``buckets`` (``auto`` for a bound
 ``replay``): a batch shape of the same semantics — files read in byte ranges and parsed
 straight into compact per-bucket session lists spilled to a temporary folder
 (``sources.ReadTableChunks``), whole sessions enriched per bucket
-(``sessions.SessionizeBuckets``), ``ProductEngagement(batched=True)`` and the same
-two-stage ranking; a DuckDB warehouse is staged as Parquet and loaded once after the
+(``sessions.SessionizeBuckets``), ``replay_rankings.ReplayRankings`` (the same slice rule
+and two-stage ranking); a DuckDB warehouse is staged as Parquet and loaded once after the
 run, on one worker process per core (up to 2). Both emit ``SessionBatch`` elements and
 give identical tables (tests/test_streaming_rehearsal.py).
 """
@@ -29,15 +29,15 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipelines import direct_runner_fix
 from pipelines.streaming_options import ShopstreamStreamingOptions
 from transforms import pubsub_source, run_summary, sinks, sources
-from transforms.engagement import ProductEngagement
 from transforms.event_time import RejectFuture
 from transforms.orders import DedupOrders
 from transforms.redis_sink import RedisWriteError, WriteRankingsToRedis, redact_url, wait_for_redis
+from transforms.replay_rankings import ReplayRankings
 from transforms.scoring import resolve_weights
 from transforms.sessionize import STATEFUL, Sessionize, SessionizeBuckets
 from transforms.slices import SlicedRankings
 from transforms.spill import delete_spill, new_spill_dir
-from transforms.top_n import RankWindows, product_engagement_rows, top10_rows
+from transforms.top_n import product_engagement_rows, top10_rows
 from transforms.warehouse import parse_target
 
 log = logging.getLogger(__name__)
@@ -151,9 +151,10 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
             shards=opts.shards, refresh=opts.refresh, decay=live,
             with_table=bool(opts.warehouse))
     else:
-        engagement = (enriched, transactions) | "Engagement" >> ProductEngagement(
-            replay_tail=True, batched=True)
-        snapshots = engagement | "Rank" >> RankWindows(products_side, weights, top_n=opts.top_n)
+        # The same slice rule and two-stage ranking, computed once at the end.
+        snapshots = (enriched, transactions) | "Rankings" >> ReplayRankings(
+            products_side, weights, top_n=opts.top_n, slice_seconds=opts.slice_seconds,
+            shards=opts.shards)
     if opts.redis:
         snapshots | "WriteRedis" >> WriteRankingsToRedis(
             opts.redis, top_n=max(10, opts.top_n), min_interval=opts.refresh if live else 0.0,

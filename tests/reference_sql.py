@@ -76,6 +76,53 @@ FROM clicks c FULL OUTER JOIN buys b ON c.product_id = b.product_id
 """
 
 
+HORIZON_SQL = """
+WITH e AS (SELECT *, coalesce(own_pid, inferred_pid) AS product_id FROM enriched),
+lines AS (
+  SELECT CAST(regexp_extract(item, '''product_id'': (\\d+)', 1) AS BIGINT) AS product_id,
+         CAST(regexp_extract(item, '''quantity'': (\\d+)', 1) AS BIGINT) AS quantity, t
+  FROM (SELECT unnest(regexp_extract_all(product_metadata, '\\{{[^}}]*\\}}')) AS item,
+               epoch_us(CAST(created_at AS TIMESTAMPTZ)) AS t
+        FROM (SELECT * FROM read_csv('{orders}', header=true, all_varchar=true, quote='"', escape='"', ignore_errors=true)
+              QUALIFY row_number() OVER (PARTITION BY booking_id ORDER BY created_at) = 1)
+        WHERE payment_status = 'Success')
+),
+contrib AS (
+  SELECT product_id, epoch_us(event_time) AS t, event_name, dwell_seconds, 0 AS quantity
+  FROM e WHERE product_id IS NOT NULL
+  UNION ALL SELECT product_id, t, NULL, NULL, quantity FROM lines
+),
+horizon_end AS (SELECT (max(t) // {slice_us} + 1) * {slice_us} AS end_us FROM contrib),
+w AS (SELECT c.* FROM contrib c, horizon_end h
+      WHERE c.t >= h.end_us - {horizon_us} AND c.t < h.end_us)
+SELECT product_id,
+  count(*) FILTER (WHERE event_name = 'CLICK') AS click_count,
+  count(*) FILTER (WHERE event_name = 'ITEM_DETAIL') AS item_detail_count,
+  count(*) FILTER (WHERE event_name = 'ADD_TO_CART') AS add_to_cart_count,
+  count(*) FILTER (WHERE event_name = 'HOMEPAGE') AS homepage_count,
+  coalesce(sum(dwell_seconds), 0) AS total_dwell_seconds,
+  sum(quantity) AS purchases
+FROM w GROUP BY product_id
+HAVING count(*) FILTER (WHERE event_name IN ('CLICK', 'ITEM_DETAIL', 'ADD_TO_CART', 'HOMEPAGE')) > 0
+    OR coalesce(sum(dwell_seconds), 0) > 0 OR sum(quantity) > 0
+"""
+
+
+def reference_horizon_engagement(clicks_csv: str, orders_csv: str, horizon_seconds: int,
+                                 slice_seconds: int = 60, visit_gap: float = 1800,
+                                 lookback: int = 3) -> dict:
+    """The ``1h`` / ``24h`` engagement (SPEC §2 "Live rankings"): the contributions in the
+    ``horizon_seconds`` up to the end of the newest slice holding any contribution
+    (product events and successful order lines). product_id → the six features."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    con.execute("CREATE OR REPLACE TEMP TABLE enriched AS " + ENRICH_SQL.format(
+        clicks=clicks_csv, gap_us=int(visit_gap * 1e6), lookback=lookback))
+    rows = con.execute(HORIZON_SQL.format(orders=orders_csv, slice_us=int(slice_seconds * 1e6),
+                                          horizon_us=int(horizon_seconds * 1e6))).fetchall()
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
 def reference_engagement(clicks_csv: str, orders_csv: str, visit_gap: float = 1800,
                          lookback: int = 3, con=None) -> dict:
     """product_id → (click, item_detail, add_to_cart, homepage, dwell, purchases)."""

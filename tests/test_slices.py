@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from transforms.engagement import compute_engagement
+from transforms.engagement import acc_to_engagement, compute_engagement
 from transforms.records import BookingLine, ClickEvent, Product, Transaction
 from transforms.scoring import DEFAULT_WEIGHTS, score_products
 from transforms.session_rules import SessionBatch, accepted_adds, enrich_session
@@ -112,3 +112,45 @@ def test_two_stage_ranking_equals_ranking_every_product_at_once():
 def test_contributions_are_grouped_one_element_per_shard():
     contribs = [Contribution(pid, T0, (1, 0, 0, 0, 0, 0, T0)) for pid in (1, 2, 17, 33)]
     assert [(s, len(c)) for s, c in by_shard(contribs, 16)] == [(1, 3), (2, 1)]
+
+
+def test_final_snapshot_cuts_every_shard_at_the_newest_slice_of_all():
+    """A shard whose data ended 50 minutes before the newest slice still counts in 1h:
+    the horizon ends at the newest slice of ALL shards, not of each shard."""
+    from transforms.slices import FinalSlices, final_snapshot, slice_end_us, split_final_slices
+    from transforms.top_n import make_snapshot
+
+    products = {pid: _product(pid, "Men", "Summer", f"B{pid}", "Tees") for pid in (1, 2, 3)}
+    contribs = [(1, T0 + k * MIN, (1, 0, 0, 0, 0, 0, T0 + k * MIN)) for k in range(90)]
+    contribs += [(2, T0 + 40 * MIN, (0, 0, 1, 0, 0, 0, T0 + 40 * MIN)),      # shard 2
+                 (3, T0 + 10 * MIN, (0, 0, 0, 0, 0, 4, T0 + 10 * MIN))]      # > 1h old
+    tables = {}
+    for c in contribs:
+        tables.setdefault(c[0] % 2, ShardTable(MIN)).add(c)
+    finals = [t.final_slices(s) for s, t in sorted(tables.items())]
+    assert [f.latest_us for f in finals] == [T0 + 40 * MIN, T0 + 89 * MIN]  # shards 0, 1
+    end = slice_end_us(T0 + 89 * MIN, MIN)
+    for h in ("1h", "24h"):
+        window = {}
+        for pid, t, acc in contribs:
+            if end - HORIZON_US[h] <= t < end:
+                cur = window.setdefault(pid, [0] * 6 + [None])
+                for i in range(6):
+                    cur[i] += acc[i]
+                cur[6] = max(cur[6] or 0, acc[6])
+        want = make_snapshot(h, end, {p: acc_to_engagement(a) for p, a in window.items()},
+                             products, DEFAULT_WEIGHTS, 10)
+        got = final_snapshot(h, finals, products, DEFAULT_WEIGHTS, 10, MIN)
+        assert got.rankings == want.rankings and got.window_end_us == end == want.window_end_us
+        assert (got.as_of_us, got.records) == (want.as_of_us, want.records)
+        # one table split by shard (the bounded replay) gives the same snapshot
+        whole = {}
+        for f in finals:
+            whole.update(f.slices)
+        again = final_snapshot(h, split_final_slices(whole, shards=16), products,
+                               DEFAULT_WEIGHTS, 10, MIN)
+        assert again.rankings == got.rankings and again.records == got.records
+    one_h = final_snapshot("1h", finals, products, DEFAULT_WEIGHTS, 10, MIN)
+    assert {m for m, _ in one_h.rankings["products"]} == {"1", "2"}
+    assert final_snapshot("1h", [FinalSlices(0, None, {})], products, DEFAULT_WEIGHTS, 10,
+                          MIN) is None

@@ -1,7 +1,8 @@
 """`shopstream replay --streaming` runs the live graph (stateful Sessionize, sliced
 sharded engagement, two-stage rankings) on files: on generated data with redeliveries,
 re-sent orders, a far-future event and shuffled lines, its warehouse tables and Redis
-all-time rankings equal the bounded `replay` and the SQL oracle (tests/reference_sql.py)."""
+rankings of every horizon (1h, 24h, all) equal the bounded `replay` and the SQL oracle
+(tests/reference_sql.py)."""
 from __future__ import annotations
 
 import random
@@ -11,8 +12,14 @@ import duckdb
 import pytest
 
 from pipelines import cli
-from tests.reference_sql import assert_engagement_matches_oracle, reference_enriched
+from tests.reference_sql import (
+    assert_engagement_matches_oracle,
+    reference_engagement,
+    reference_enriched,
+    reference_horizon_engagement,
+)
 from transforms.ranking_store import HORIZONS
+from transforms.scoring import DEFAULT_WEIGHTS, score_products
 
 FEATURES = ("click_count", "item_detail_count", "add_to_cart_count", "homepage_count",
             "total_dwell_seconds", "purchases")
@@ -25,6 +32,7 @@ TABLES = {
     "top10_subcategories": "SELECT * FROM top10_subcategories",
     "top10_products_by_season_gender": "SELECT * FROM top10_products_by_season_gender",
 }
+TOP_N = 50
 FUTURE = "s-future,ADD_TO_CART,9999-12-31T23:59:59Z,e-future,WEB,\"{'product_id': 1, 'quantity': 1, 'item_price': 5}\""
 
 
@@ -97,18 +105,51 @@ def test_duplicates_and_far_future_events_are_handled_in_both(runs):
         assert len(future) == 1 and "ahead of the wall clock" in future[0], name
 
 
-def test_redis_all_time_rankings_equal_the_bounded_replay(runs):
+def _clients(runs):
     import redis
 
-    clients = {n: redis.Redis.from_url(runs[n]["redis"], decode_responses=True)
-               for n in ("bounded", "streaming")}
-    keys = sorted(clients["bounded"].keys("shopstream:top:all:*"))
-    assert "shopstream:top:all:products" in keys and len(keys) > 5
-    assert sorted(clients["streaming"].keys("shopstream:top:all:*")) == keys
+    return {n: redis.Redis.from_url(runs[n]["redis"], decode_responses=True)
+            for n in ("bounded", "streaming")}
+
+
+@pytest.mark.parametrize("horizon", HORIZONS)
+def test_redis_rankings_of_every_horizon_equal_the_bounded_replay(runs, horizon):
+    clients = _clients(runs)
+    keys = sorted(clients["bounded"].keys(f"shopstream:top:{horizon}:*"))
+    assert f"shopstream:top:{horizon}:products" in keys and len(keys) > 5
+    assert sorted(clients["streaming"].keys(f"shopstream:top:{horizon}:*")) == keys
     for key in keys:
         want = clients["bounded"].zrevrange(key, 0, -1, withscores=True)
+        assert want, key
         assert clients["streaming"].zrevrange(key, 0, -1, withscores=True) == want, key
-    for h in HORIZONS:  # every horizon is written; none is current to year 9999
-        for c in clients.values():
-            assert c.zcard(f"shopstream:top:{h}:products") > 0, h
-            assert c.hget("shopstream:meta", f"{h}:current_to") < "9999", h
+    meta = [c.hgetall("shopstream:meta") for c in clients.values()]
+    for field in (f"{horizon}:current_to_us", f"{horizon}:records", f"{horizon}:window_end_us"):
+        assert meta[0][field] == meta[1][field], field
+    for m in meta:  # none is current to year 9999
+        assert m[f"{horizon}:current_to"] < "9999", horizon
+
+
+@pytest.mark.parametrize("horizon", HORIZONS)
+def test_redis_product_rankings_equal_the_sql_oracle(runs, horizon):
+    """Scores from the oracle's engagement of the horizon (1h / 24h: the 60 minutes /
+    24 hours up to the end of the newest 1-minute slice of the data)."""
+    data = runs["clean"]
+    clicks, orders = f"{data}/click_stream.csv", f"{data}/transactions.csv"
+    seconds = {"1h": 3600, "24h": 86400}.get(horizon)
+    table = (reference_engagement(clicks, orders) if seconds is None
+             else reference_horizon_engagement(clicks, orders, seconds))
+    assert table, horizon
+    names = ("click_count", "item_detail_count", "add_to_cart_count", "homepage_count",
+             "total_dwell_seconds", "purchases")
+    scores = score_products({pid: dict(zip(names, f)) for pid, f in table.items()},
+                            DEFAULT_WEIGHTS)
+    for name, c in _clients(runs).items():
+        got = c.zrevrange(f"shopstream:top:{horizon}:products", 0, -1, withscores=True)
+        assert got, (name, horizon)
+        for member, value in got:
+            assert value == pytest.approx(scores[int(member)], rel=1e-9, abs=1e-12), (name, member)
+        # nothing left out scores above the lowest score kept
+        kept = {int(m) for m, _ in got}
+        lowest = min(v for _, v in got)
+        assert all(v <= lowest + 1e-9 for pid, v in scores.items() if pid not in kept), name
+        assert len(got) == min(len(scores), TOP_N), name  # the default --top-n

@@ -25,7 +25,10 @@ parts are per shard and refresh, not per event (see ``tests/test_streaming_graph
 Emission: an event-time timer ``--refresh`` seconds of event time after new data
 (live, the watermark follows the wall clock: at most one emission per shard every
 ``refresh`` seconds), and at slice boundaries while 1h/24h data ages out (``decay``,
-live only); a bounded input's end fires the final parts.
+live only). When a bounded input ends (the watermark reaches the end of the global
+window; on Dataflow also a drain), every shard sends its last 24 h of slices and the
+merge cuts 1h / 24h at the newest slice of *all* shards (:func:`final_snapshot`, the
+function the bounded replay ends with too).
 """
 from __future__ import annotations
 
@@ -105,6 +108,43 @@ def by_shard(contribs: Iterable[Contribution], shards: int) -> List[Tuple[int, l
     return sorted(groups.items())
 
 
+# --------------------------------------------------------------------------- the slice rule
+def slice_end_us(t_us: int, slice_us: int) -> int:
+    """End of the slice holding ``t_us``: a horizon ending there covers ``t_us``."""
+    return (int(t_us) // slice_us + 1) * slice_us
+
+
+def window_sums(slices: Mapping[int, Mapping[int, Any]], horizon: str, end_us: Optional[int],
+                slice_us: int, total: Optional[Mapping[int, Any]] = None) -> Dict[int, list]:
+    """THE horizon rule, shared by every path: ``all`` is ``total``; ``1h`` / ``24h`` sum
+    each product's slices (``{pid: {slice: acc}}``) in ``[end - h, end)`` — ``end`` being
+    the end of the newest complete slice — leaving out products that sum to nothing."""
+    if HORIZON_US[horizon] is None:
+        return dict(total or {})
+    lo, hi = (end_us - HORIZON_US[horizon]) // slice_us, end_us // slice_us
+    out: Dict[int, list] = {}
+    for pid, per in slices.items():
+        acc = None
+        for s, part in per.items():
+            if lo <= s < hi:
+                if acc is None:
+                    acc = _new()
+                _add(acc, part)
+        if acc is not None and any(acc[:LAST]):
+            out[pid] = acc
+    return out
+
+
+def recent_slices(slices: Mapping[int, Mapping[int, Any]], first: int) -> Dict[int, Dict[int, Any]]:
+    """The slices numbered ``first`` or later (per product; products without any left out)."""
+    out = {}
+    for pid, per in slices.items():
+        keep = {s: a for s, a in per.items() if s >= first}
+        if keep:
+            out[pid] = keep
+    return out
+
+
 # --------------------------------------------------------------------------- shard table
 def _add(total: list, part) -> None:
     for i in range(6):
@@ -160,18 +200,13 @@ class ShardTable:
         """Accumulators of ``horizon``: all-time, or the slices in ``[end - h, end)``."""
         if HORIZON_US[horizon] is None:
             return self.total
-        lo, hi = (end_us - HORIZON_US[horizon]) // self.slice_us, end_us // self.slice_us
-        out: Dict[int, list] = {}
-        for pid, per in self.slices.items():
-            acc = None
-            for s, part in per.items():
-                if lo <= s < hi:
-                    if acc is None:
-                        acc = _new()
-                    _add(acc, part)
-            if acc is not None and any(acc[:LAST]):
-                out[pid] = acc
-        return out
+        return window_sums(self.slices, horizon, end_us, self.slice_us)
+
+    def final_slices(self, shard: int) -> "FinalSlices":
+        """What a bounded input's end needs from this shard: its slices of the 24 h up to
+        its newest slice (a horizon ending at the global newest slice needs no older)."""
+        first = (slice_end_us(self.latest_us, self.slice_us) - HORIZON_US["24h"]) // self.slice_us
+        return FinalSlices(shard, self.latest_us, recent_slices(self.slices, first))
 
 
 # --------------------------------------------------------------------------- parts
@@ -186,6 +221,13 @@ class Part(NamedTuple):
     groups: Dict[str, tuple]         # "brand:X" / "sub:Y" → feature sums (dwell in µs)
     candidates: Dict[int, tuple]     # pid → accumulator, the shard's n-skyband union
     table: Optional[Dict[int, tuple]] = None  # every product (only for the warehouse)
+
+
+class FinalSlices(NamedTuple):
+    """One shard's recent slices at the end of a bounded input (see :func:`final_snapshots`)."""
+    shard: int
+    latest_us: Optional[int]         # newest contribution of the shard
+    slices: Dict[int, Dict[int, tuple]]  # pid → slice → accumulator (its last 24 h)
 
 
 def _features(acc) -> tuple:
@@ -359,6 +401,41 @@ def snapshot_of_parts(horizon: str, parts: Iterable[Part], products: Mapping[int
                            end, engagements, scores)
 
 
+def final_snapshot(horizon: str, finals: Iterable[FinalSlices], products: Mapping[int, Any],
+                   weights: Mapping[str, float], top_n: int, slice_us: int):
+    """The 1h / 24h snapshot at the end of a bounded input: every shard's slices summed
+    over the horizon ending at the end of the newest slice holding any contribution
+    (all shards), ranked through the same two stages. The bounded replay and the
+    streaming graph both end here, so their rankings are identical."""
+    finals = [f for f in finals if f.latest_us is not None]
+    if not finals:
+        return None
+    end = max(slice_end_us(f.latest_us, slice_us) for f in finals)
+    parts = []
+    for f in sorted(finals, key=lambda f: f.shard):
+        view = window_sums(f.slices, horizon, end, slice_us)
+        if view:
+            parts.append(make_part(f.shard, horizon, end, view, products, weights, top_n))
+    if not parts:
+        return None
+    return snapshot_of_parts(horizon, parts, products, weights, top_n)
+
+
+def split_final_slices(slices: Mapping[int, Mapping[int, Any]],
+                       shards: int = DEFAULT_SHARDS) -> List[FinalSlices]:
+    """A whole table of recent slices → the :class:`FinalSlices` the shard step would
+    send (the bounded replay ranks its 1h / 24h through :func:`final_snapshot` too)."""
+    by: Dict[int, dict] = {}
+    for pid, per in slices.items():
+        by.setdefault(shard_of(pid, shards), {})[int(pid)] = per
+    out = []
+    for s in sorted(by):
+        latest = max(max(a[LAST] for a in per.values() if a[LAST] is not None)
+                     for per in by[s].values())
+        out.append(FinalSlices(s, latest, by[s]))
+    return out
+
+
 def parts_of_table(engagements: Mapping[int, Engagement], horizon: str, end_us, products,
                    weights, top_n: int, shards: int = DEFAULT_SHARDS) -> List[Part]:
     """A whole engagement table → its parts, as the shard step would cut it (the bounded
@@ -397,12 +474,21 @@ def _ms_up(us: int) -> int:
     return -(-us // 1000) * 1000
 
 
+_END_OF_INPUT = window.GlobalWindow().max_timestamp()
+
+
 class _ShardFn(beam.DoFn):
-    """Keyed by shard (global window): the shard's :class:`ShardTable` and its parts."""
+    """Keyed by shard (global window): the shard's :class:`ShardTable` and its parts.
+
+    Live (``decay``) it emits every horizon as the watermark (the wall clock) passes
+    slice ends. On a bounded input the watermark only reaches the end of the input, so
+    it emits ``all`` and, when the input ends (``FINAL``), its recent slices
+    (:class:`FinalSlices`): the merge cuts 1h / 24h at the newest slice of all shards."""
 
     IN = BagStateSpec("in", coders.FastPrimitivesCoder())
     TABLE = ReadModifyWriteStateSpec("table", coders.PickleCoder())
     EMIT = TimerSpec("emit", TimeDomain.WATERMARK)
+    FINAL = TimerSpec("shard_final", TimeDomain.WATERMARK)
 
     def __init__(self, weights, top_n, slice_us, refresh_us, decay, with_table, products):
         self.weights, self.top_n = dict(weights), int(top_n)
@@ -416,69 +502,99 @@ class _ShardFn(beam.DoFn):
         self.products = load_products(self.products_source)
 
     def process(self, element, state=beam.DoFn.StateParam(IN),
-                table=beam.DoFn.StateParam(TABLE), emit=beam.DoFn.TimerParam(EMIT)):
+                table=beam.DoFn.StateParam(TABLE), emit=beam.DoFn.TimerParam(EMIT),
+                final=beam.DoFn.TimerParam(FINAL)):
         _, contribs = element
         self.elements.inc()
         state.add(contribs)
         data = table.read() or {}
         armed = data.get("armed")
         t = max(c[1] for c in contribs) + self.refresh_us
+        changed = False
         if armed is None or t < armed:
             data["armed"] = _ms_up(t)
             emit.set(Timestamp(micros=data["armed"]))
+            changed = True
+        if not data.get("final"):
+            data["final"] = True
+            final.set(_END_OF_INPUT)
+            changed = True
+        if changed:
             table.write(data)
+
+    def _fold(self, data, state) -> ShardTable:
+        t = ShardTable(self.slice_us, data.get("tables"))
+        for contribs in state.read():
+            for c in contribs:
+                t.add(c)
+        state.clear()
+        return t
 
     @on_timer(EMIT)
     def on_emit(self, key=beam.DoFn.KeyParam, ts=beam.DoFn.TimestampParam,
                 state=beam.DoFn.StateParam(IN), table=beam.DoFn.StateParam(TABLE),
                 emit=beam.DoFn.TimerParam(EMIT)):
         data = table.read() or {}
-        t = ShardTable(self.slice_us, data.get("tables"))
-        for contribs in state.read():
-            for c in contribs:
-                t.add(c)
-        state.clear()
-        now = ts.micros
-        end = now // self.slice_us * self.slice_us
-        last_end = None if t.latest_us is None else (t.latest_us // self.slice_us + 1) * self.slice_us
-        # The newest complete slice, never past the shard's own data (a bounded input's
-        # final watermark is +inf: its rankings are as of its last slice).
-        if last_end is not None and not self.decay:
-            end = min(end, last_end)
-        t.prune(end)
+        t = self._fold(data, state)
+        end = ts.micros // self.slice_us * self.slice_us
         prods = self.products
+        if self.decay:
+            t.prune(end)
+        elif t.latest_us is not None:  # the end of the input needs its last 24 h only
+            t.prune(slice_end_us(t.latest_us, self.slice_us))
         for h in HORIZONS:
-            view = t.view(h, None if HORIZON_US[h] is None else end)
-            yield h, make_part(key, h, None if HORIZON_US[h] is None else end, view, prods,
-                               self.weights, self.top_n,
+            if HORIZON_US[h] is not None and not self.decay:
+                continue  # bounded input: 1h / 24h are cut once, at its end (on_final)
+            yield h, make_part(key, h, None if HORIZON_US[h] is None else end, t.view(h, end),
+                               prods, self.weights, self.top_n,
                                with_table=self.with_table and HORIZON_US[h] is None)
             self.parts.inc()
-        nxt = None
-        if last_end is not None and end < last_end:
-            nxt = last_end            # 1h/24h move when the slice holding the data ends
-        elif self.decay and t.slices:
-            nxt = end + self.slice_us  # live: older slices age out, minute by minute
-        data = {"tables": t.data(), "armed": None if nxt is None else _ms_up(nxt)}
+        # live: older slices age out, minute by minute
+        nxt = end + self.slice_us if self.decay and t.slices else None
+        data = {"tables": t.data(), "armed": None if nxt is None else _ms_up(nxt),
+                "final": data.get("final")}
         if nxt is not None:
             emit.set(Timestamp(micros=data["armed"]))
         table.write(data)
 
+    @on_timer(FINAL)
+    def on_final(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(IN),
+                 table=beam.DoFn.StateParam(TABLE)):
+        data = table.read() or {}
+        t = self._fold(data, state)
+        table.write(dict(data, tables=t.data()))
+        if t.latest_us is None:
+            return
+        final = t.final_slices(key)
+        for h in HORIZONS:
+            if HORIZON_US[h] is not None:
+                yield h, final
+
 
 class _MergeFn(beam.DoFn):
-    """Keyed by horizon: the newest part of every shard → a ranking snapshot."""
+    """Keyed by horizon: the newest part of every shard → a ranking snapshot; at the end
+    of a bounded input, the shards' :class:`FinalSlices` → the final 1h / 24h snapshot."""
 
     PARTS = ReadModifyWriteStateSpec("parts", coders.PickleCoder())
+    FINALS = BagStateSpec("finals", coders.PickleCoder())
+    FINAL = TimerSpec("ranked_final", TimeDomain.WATERMARK)
 
-    def __init__(self, weights, top_n, products):
+    def __init__(self, weights, top_n, products, slice_us=DEFAULT_SLICE_SECONDS * 1_000_000):
         self.weights, self.top_n = dict(weights), int(top_n)
         self.products_source = products
+        self.slice_us = slice_us
         self.snapshots = Metrics.counter("shopstream", "ranking_snapshots")
 
     def setup(self):
         self.products = load_products(self.products_source)
 
-    def process(self, element, parts=beam.DoFn.StateParam(PARTS)):
+    def process(self, element, parts=beam.DoFn.StateParam(PARTS),
+                finals=beam.DoFn.StateParam(FINALS), final=beam.DoFn.TimerParam(FINAL)):
         horizon, part = element
+        if isinstance(part, FinalSlices):
+            finals.add(part)
+            final.set(_END_OF_INPUT)
+            return
         have = parts.read() or {}
         old = have.get(part.shard)
         if old is not None and old == part:
@@ -487,6 +603,15 @@ class _MergeFn(beam.DoFn):
         parts.write(have)
         snap = snapshot_of_parts(horizon, have.values(), self.products, self.weights,
                                  self.top_n)
+        if snap is not None:
+            self.snapshots.inc()
+            yield snap
+
+    @on_timer(FINAL)
+    def on_final(self, key=beam.DoFn.KeyParam, finals=beam.DoFn.StateParam(FINALS)):
+        snap = final_snapshot(key, finals.read(), self.products, self.weights, self.top_n,
+                              self.slice_us)
+        finals.clear()
         if snap is not None:
             self.snapshots.inc()
             yield snap
@@ -533,4 +658,4 @@ class SlicedRankings(beam.PTransform):
             self.weights, self.top_n, self.slice_us, self.refresh_us, self.decay,
             self.with_table, self.products)).with_output_types(KV[str, Any])
         return shard_parts | "MergeShards" >> beam.ParDo(
-            _MergeFn(self.weights, self.top_n, self.products))
+            _MergeFn(self.weights, self.top_n, self.products, self.slice_us))
