@@ -23,6 +23,15 @@ messages/s at most, far less with the live graph behind it). Pulls here ask for 
 (Pub/Sub returns what it has; it does not wait for a full batch), so a quiet stream
 still gets single messages at once and a busy one gets fewer, larger bundles.
 
+4. BundleBasedDirectRunner timer monitor: every cycle it asks every key of every
+stateful step for its due timers (``extract_transform_timers``), and keys live for the
+visit gap plus the dedup TTL, so the scan grows with every session of the last hours
+(py-spy: ~18% of a live run's samples at 400 events/s). A key's state object is
+replaced, never changed in place, when a bundle commits (``EvaluationContext``
+``handle_result``), so the earliest event-time timer of an unchanged state object is
+remembered and the key skipped while the watermark has not reached it (keys with
+processing-time timers are always asked).
+
 Applied only to this process and only for local runs (``pipelines.streaming``).
 """
 from __future__ import annotations
@@ -34,12 +43,13 @@ PUBSUB_PULL_MAX = 500
 def apply() -> None:
     """Memoise DoFn specs per class; no embedded state cache; larger Pub/Sub pulls
     (idempotent)."""
-    from apache_beam.runners.direct import transform_evaluator
+    from apache_beam.runners.direct import transform_evaluator, watermark_manager
     from apache_beam.runners.portability.fn_api_runner import worker_handlers
     from apache_beam.transforms import userstate
 
     worker_handlers.STATE_CACHE_SIZE_MB = 0
     _larger_pubsub_pulls(transform_evaluator._PubSubReadEvaluator)
+    _indexed_timer_scan(watermark_manager._TransformWatermarks)
 
     if getattr(userstate.get_dofn_specs, "memoised_by_shopstream", False):
         return
@@ -89,3 +99,52 @@ def _larger_pubsub_pulls(evaluator) -> None:
 
     _get_subscriber_client.larger_pulls_by_shopstream = True
     evaluator._get_subscriber_client = classmethod(_get_subscriber_client)
+
+
+def _earliest_watermark_timer(state):
+    """``(earliest event-time timer or None, has a processing-time timer)`` of a key."""
+    from apache_beam.transforms.timeutil import TimeDomain
+
+    earliest, realtime = None, False
+    for timers in state.timers.values():
+        for (_, domain, _), ts in timers.items():
+            if domain == TimeDomain.WATERMARK:
+                if earliest is None or ts < earliest:
+                    earliest = ts
+            else:
+                realtime = True
+    return earliest, realtime
+
+
+def _indexed_timer_scan(watermarks_cls) -> None:
+    if getattr(watermarks_cls.extract_transform_timers, "indexed_by_shopstream", False):
+        return
+    from apache_beam.runners.direct.util import TimerFiring
+
+    def extract_transform_timers(self):
+        """Beam's scan, skipping keys whose state is unchanged and whose earliest
+        event-time timer is after the input watermark."""
+        with self._lock:
+            memo = self.__dict__.setdefault("_next_timer_by_key", {})
+            watermark, now = self._input_watermark, self._clock.time()
+            fired_timers, has_realtime_timer = [], False
+            for encoded_key, state in self._keyed_states.items():
+                seen = memo.get(encoded_key)
+                if seen is not None and seen[0] is state and not seen[2] and (
+                        seen[1] is None or seen[1] > watermark):
+                    continue
+                earliest, realtime = _earliest_watermark_timer(state)
+                memo[encoded_key] = (state, earliest, realtime)
+                timers, had_realtime_timer = state.get_timers(
+                    watermark=watermark, processing_time=now)
+                if had_realtime_timer:
+                    has_realtime_timer = True
+                for window, (name, time_domain, timestamp, dynamic_timer_tag) in timers:
+                    fired_timers.append(TimerFiring(
+                        encoded_key, window, name, time_domain, timestamp,
+                        dynamic_timer_tag=dynamic_timer_tag))
+            self._fired_timers.update(fired_timers)
+            return fired_timers, has_realtime_timer
+
+    extract_transform_timers.indexed_by_shopstream = True
+    watermarks_cls.extract_transform_timers = extract_transform_timers

@@ -509,7 +509,9 @@ class _ShardFn(beam.DoFn):
         state.add(contribs)
         data = table.read() or {}
         armed = data.get("armed")
-        t = max(c[1] for c in contribs) + self.refresh_us
+        # the next point of the refresh grid (common to all shards: the merge ranks
+        # all their parts of one step at once)
+        t = (max(c[1] for c in contribs) // self.refresh_us + 1) * self.refresh_us
         changed = False
         if armed is None or t < armed:
             data["armed"] = _ms_up(t)
@@ -571,13 +573,26 @@ class _ShardFn(beam.DoFn):
                 yield h, final
 
 
+def _merge_state(raw) -> dict:
+    """The merge's state: ``{"parts": {shard: Part}, "armed": timer or None}`` (a bare
+    ``{shard: Part}`` is the layout before the rank timer, read after ``--update``)."""
+    if not raw:
+        return {"parts": {}, "armed": None}
+    if "parts" not in raw:
+        return {"parts": raw, "armed": None}
+    return raw
+
+
 class _MergeFn(beam.DoFn):
-    """Keyed by horizon: the newest part of every shard → a ranking snapshot; at the end
-    of a bounded input, the shards' :class:`FinalSlices` → the final 1h / 24h snapshot."""
+    """Keyed by horizon: the newest part of every shard → a ranking snapshot, once per
+    watermark step (shards emit on a common ``refresh`` grid, so one snapshot ranks all
+    their parts of that step, not one per part); at the end of a bounded input, the
+    shards' :class:`FinalSlices` → the final 1h / 24h snapshot."""
 
     PARTS = ReadModifyWriteStateSpec("parts", coders.PickleCoder())
     FINALS = BagStateSpec("finals", coders.PickleCoder())
     FINAL = TimerSpec("ranked_final", TimeDomain.WATERMARK)
+    RANK = TimerSpec("rank", TimeDomain.WATERMARK)
 
     def __init__(self, weights, top_n, products, slice_us=DEFAULT_SLICE_SECONDS * 1_000_000):
         self.weights, self.top_n = dict(weights), int(top_n)
@@ -588,20 +603,30 @@ class _MergeFn(beam.DoFn):
     def setup(self):
         self.products = load_products(self.products_source)
 
-    def process(self, element, parts=beam.DoFn.StateParam(PARTS),
-                finals=beam.DoFn.StateParam(FINALS), final=beam.DoFn.TimerParam(FINAL)):
+    def process(self, element, ts=beam.DoFn.TimestampParam,
+                parts=beam.DoFn.StateParam(PARTS), finals=beam.DoFn.StateParam(FINALS),
+                final=beam.DoFn.TimerParam(FINAL), rank=beam.DoFn.TimerParam(RANK)):
         horizon, part = element
         if isinstance(part, FinalSlices):
             finals.add(part)
             final.set(_END_OF_INPUT)
             return
-        have = parts.read() or {}
-        old = have.get(part.shard)
+        data = _merge_state(parts.read())
+        old = data["parts"].get(part.shard)
         if old is not None and old == part:
             return
-        have[part.shard] = part
-        parts.write(have)
-        snap = snapshot_of_parts(horizon, have.values(), self.products, self.weights,
+        data["parts"][part.shard] = part
+        if data["armed"] is None or ts < data["armed"]:
+            data["armed"] = ts
+            rank.set(ts)
+        parts.write(data)
+
+    @on_timer(RANK)
+    def on_rank(self, key=beam.DoFn.KeyParam, parts=beam.DoFn.StateParam(PARTS)):
+        data = _merge_state(parts.read())
+        data["armed"] = None
+        parts.write(data)
+        snap = snapshot_of_parts(key, data["parts"].values(), self.products, self.weights,
                                  self.top_n)
         if snap is not None:
             self.snapshots.inc()
