@@ -32,6 +32,11 @@ replaced, never changed in place, when a bundle commits (``EvaluationContext``
 remembered and the key skipped while the watermark has not reached it (keys with
 processing-time timers are always asked).
 
+5. BundleBasedDirectRunner keyed state: every bundle copies the state of each key it
+touches, ``copy.deepcopy`` of its timers (~11% of a live run's samples). Timers map
+windows and timer names to ``Timestamp`` values, all immutable, so copying the two
+dict levels is the same copy.
+
 Applied only to this process and only for local runs (``pipelines.streaming``).
 """
 from __future__ import annotations
@@ -45,11 +50,12 @@ def apply() -> None:
     (idempotent)."""
     from apache_beam.runners.direct import transform_evaluator, watermark_manager
     from apache_beam.runners.portability.fn_api_runner import worker_handlers
-    from apache_beam.transforms import userstate
+    from apache_beam.transforms import trigger, userstate
 
     worker_handlers.STATE_CACHE_SIZE_MB = 0
     _larger_pubsub_pulls(transform_evaluator._PubSubReadEvaluator)
     _indexed_timer_scan(watermark_manager._TransformWatermarks)
+    _cheaper_state_copy(trigger.InMemoryUnmergedState)
 
     if getattr(userstate.get_dofn_specs, "memoised_by_shopstream", False):
         return
@@ -148,3 +154,26 @@ def _indexed_timer_scan(watermarks_cls) -> None:
 
     extract_transform_timers.indexed_by_shopstream = True
     watermarks_cls.extract_transform_timers = extract_transform_timers
+
+
+def _cheaper_state_copy(state_cls) -> None:
+    if getattr(state_cls.copy, "cheaper_by_shopstream", False):
+        return
+    import collections
+    import copy as copy_module
+
+    def copy(self):
+        """Beam's copy, with the timers copied per level (their keys and values are
+        immutable) instead of ``deepcopy``."""
+        cloned = state_cls(defensive_copy=self.defensive_copy)
+        cloned.timers = collections.defaultdict(
+            dict, {w: dict(timers) for w, timers in self.timers.items()})
+        if self.global_state:
+            cloned.global_state = copy_module.deepcopy(self.global_state)
+        for window in self.state:
+            for tag in self.state[window]:
+                cloned.state[window][tag] = copy_module.copy(self.state[window][tag])
+        return cloned
+
+    copy.cheaper_by_shopstream = True
+    state_cls.copy = copy

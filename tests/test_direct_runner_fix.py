@@ -29,7 +29,7 @@ def test_memoised_specs_equal_the_runners_and_are_per_class():
     assert userstate.get_dofn_specs(SessionizeFn()) == before
     assert transform_evaluator.is_stateful_dofn(SessionizeFn())
     merge = userstate.get_dofn_specs(_MergeFn({}, 10, {}))
-    assert {s.name for s in merge[0]} == {"parts", "finals"}
+    assert {s.name for s in merge[0]} == {"parts", "incoming", "armed", "finals"}
     assert {t.name for t in merge[1]} == {"ts-ranked_final", "ts-rank"}
     assert worker_handlers.STATE_CACHE_SIZE_MB == 0
 

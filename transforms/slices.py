@@ -573,23 +573,15 @@ class _ShardFn(beam.DoFn):
                 yield h, final
 
 
-def _merge_state(raw) -> dict:
-    """The merge's state: ``{"parts": {shard: Part}, "armed": timer or None}`` (a bare
-    ``{shard: Part}`` is the layout before the rank timer, read after ``--update``)."""
-    if not raw:
-        return {"parts": {}, "armed": None}
-    if "parts" not in raw:
-        return {"parts": raw, "armed": None}
-    return raw
-
-
 class _MergeFn(beam.DoFn):
     """Keyed by horizon: the newest part of every shard → a ranking snapshot, once per
     watermark step (shards emit on a common ``refresh`` grid, so one snapshot ranks all
     their parts of that step, not one per part); at the end of a bounded input, the
     shards' :class:`FinalSlices` → the final 1h / 24h snapshot."""
 
-    PARTS = ReadModifyWriteStateSpec("parts", coders.PickleCoder())
+    PARTS = ReadModifyWriteStateSpec("parts", coders.PickleCoder())   # {shard: Part}
+    INCOMING = BagStateSpec("incoming", coders.PickleCoder())          # parts to rank
+    ARMED = ReadModifyWriteStateSpec("armed", coders.VarIntCoder())    # rank timer, µs
     FINALS = BagStateSpec("finals", coders.PickleCoder())
     FINAL = TimerSpec("ranked_final", TimeDomain.WATERMARK)
     RANK = TimerSpec("rank", TimeDomain.WATERMARK)
@@ -604,30 +596,39 @@ class _MergeFn(beam.DoFn):
         self.products = load_products(self.products_source)
 
     def process(self, element, ts=beam.DoFn.TimestampParam,
-                parts=beam.DoFn.StateParam(PARTS), finals=beam.DoFn.StateParam(FINALS),
-                final=beam.DoFn.TimerParam(FINAL), rank=beam.DoFn.TimerParam(RANK)):
+                incoming=beam.DoFn.StateParam(INCOMING), armed=beam.DoFn.StateParam(ARMED),
+                finals=beam.DoFn.StateParam(FINALS), final=beam.DoFn.TimerParam(FINAL),
+                rank=beam.DoFn.TimerParam(RANK)):
         horizon, part = element
         if isinstance(part, FinalSlices):
             finals.add(part)
             final.set(_END_OF_INPUT)
             return
-        data = _merge_state(parts.read())
-        old = data["parts"].get(part.shard)
-        if old is not None and old == part:
-            return
-        data["parts"][part.shard] = part
-        if data["armed"] is None or ts < data["armed"]:
-            data["armed"] = ts
+        incoming.add((ts.micros, part))  # only this part is encoded, not every shard's
+        at = armed.read()
+        if at is None or ts.micros < at:
+            armed.write(ts.micros)
             rank.set(ts)
-        parts.write(data)
 
     @on_timer(RANK)
-    def on_rank(self, key=beam.DoFn.KeyParam, parts=beam.DoFn.StateParam(PARTS)):
-        data = _merge_state(parts.read())
-        data["armed"] = None
-        parts.write(data)
-        snap = snapshot_of_parts(key, data["parts"].values(), self.products, self.weights,
-                                 self.top_n)
+    def on_rank(self, key=beam.DoFn.KeyParam, parts=beam.DoFn.StateParam(PARTS),
+                incoming=beam.DoFn.StateParam(INCOMING), armed=beam.DoFn.StateParam(ARMED)):
+        have = parts.read() or {}
+        newest: Dict[int, tuple] = {}
+        for at, part in incoming.read():  # a bag has no order: the latest emission wins
+            if part.shard not in newest or at >= newest[part.shard][0]:
+                newest[part.shard] = (at, part)
+        changed = False
+        for shard, (_, part) in newest.items():
+            if have.get(shard) != part:
+                have[shard] = part
+                changed = True
+        incoming.clear()
+        armed.clear()
+        if not changed:
+            return
+        parts.write(have)
+        snap = snapshot_of_parts(key, have.values(), self.products, self.weights, self.top_n)
         if snap is not None:
             self.snapshots.inc()
             yield snap
