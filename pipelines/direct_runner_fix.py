@@ -23,14 +23,14 @@ messages/s at most, far less with the live graph behind it). Pulls here ask for 
 (Pub/Sub returns what it has; it does not wait for a full batch), so a quiet stream
 still gets single messages at once and a busy one gets fewer, larger bundles.
 
-4. BundleBasedDirectRunner timer monitor: every cycle it asks every key of every
+4. BundleBasedDirectRunner timer monitor: after every bundle it asks every key of every
 stateful step for its due timers (``extract_transform_timers``), and keys live for the
-visit gap plus the dedup TTL, so the scan grows with every session of the last hours
+visit gap plus the dedup TTL, so each pass grows with every session of the last hours
 (py-spy: ~18% of a live run's samples at 400 events/s). A key's state object is
 replaced, never changed in place, when a bundle commits (``EvaluationContext``
-``handle_result``), so the earliest event-time timer of an unchanged state object is
-remembered and the key skipped while the watermark has not reached it (keys with
-processing-time timers are always asked).
+``handle_result``), so the keyed-state dicts here note which keys were assigned, and a
+heap of each key's earliest event-time timer yields the keys that are due; only those
+(and keys with processing-time timers) are asked.
 
 5. BundleBasedDirectRunner keyed state: every bundle copies the state of each key it
 touches, ``copy.deepcopy`` of its timers (~11% of a live run's samples). Timers map
@@ -41,6 +41,9 @@ Applied only to this process and only for local runs (``pipelines.streaming``).
 """
 from __future__ import annotations
 
+import heapq
+import threading
+
 #: Messages per Pub/Sub pull of the local runner (Beam's own: 10).
 PUBSUB_PULL_MAX = 500
 
@@ -48,13 +51,18 @@ PUBSUB_PULL_MAX = 500
 def apply() -> None:
     """Memoise DoFn specs per class; no embedded state cache; larger Pub/Sub pulls
     (idempotent)."""
-    from apache_beam.runners.direct import transform_evaluator, watermark_manager
+    from apache_beam.runners.direct import (
+        evaluation_context,
+        transform_evaluator,
+        watermark_manager,
+    )
     from apache_beam.runners.portability.fn_api_runner import worker_handlers
     from apache_beam.transforms import trigger, userstate
 
     worker_handlers.STATE_CACHE_SIZE_MB = 0
     _larger_pubsub_pulls(transform_evaluator._PubSubReadEvaluator)
-    _indexed_timer_scan(watermark_manager._TransformWatermarks)
+    _indexed_timer_scan(evaluation_context.EvaluationContext,
+                        watermark_manager._TransformWatermarks)
     _cheaper_state_copy(trigger.InMemoryUnmergedState)
 
     if getattr(userstate.get_dofn_specs, "memoised_by_shopstream", False):
@@ -108,51 +116,111 @@ def _larger_pubsub_pulls(evaluator) -> None:
 
 
 def _earliest_watermark_timer(state):
-    """``(earliest event-time timer or None, has a processing-time timer)`` of a key."""
+    """``(earliest event-time timer in µs or None, has a processing-time timer)``."""
     from apache_beam.transforms.timeutil import TimeDomain
 
     earliest, realtime = None, False
     for timers in state.timers.values():
         for (_, domain, _), ts in timers.items():
             if domain == TimeDomain.WATERMARK:
-                if earliest is None or ts < earliest:
-                    earliest = ts
+                if earliest is None or ts.micros < earliest:
+                    earliest = ts.micros
             else:
                 realtime = True
     return earliest, realtime
 
 
-def _indexed_timer_scan(watermarks_cls) -> None:
+class _TrackedKeyedStates(dict):
+    """One transform's ``{encoded key: state}`` that remembers which keys were assigned
+    (a bundle's commit assigns a new state object to every key it touched)."""
+
+    def __init__(self):
+        super().__init__()
+        self._dirty_lock = threading.Lock()
+        self._dirty: set = set()
+
+    def __setitem__(self, key, value):
+        with self._dirty_lock:
+            super().__setitem__(key, value)
+            self._dirty.add(key)
+
+    def take_dirty(self) -> set:
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+        return dirty
+
+
+class _TimerIndex:
+    """Per transform: each key's earliest event-time timer, a heap of them, the keys
+    whose timers are due, and the keys with processing-time timers."""
+
+    def __init__(self):
+        self.earliest: dict = {}
+        self.heap: list = []
+        self.due: set = set()
+        self.realtime: set = set()
+
+    def update(self, key, state) -> None:
+        earliest, realtime = _earliest_watermark_timer(state)
+        self.earliest[key] = earliest
+        self.due.discard(key)
+        (self.realtime.add if realtime else self.realtime.discard)(key)
+        if earliest is not None:
+            heapq.heappush(self.heap, (earliest, key))
+
+    def due_keys(self, watermark_us: int) -> set:
+        heap = self.heap
+        while heap and heap[0][0] <= watermark_us:
+            t, key = heapq.heappop(heap)
+            if self.earliest.get(key) == t:
+                self.due.add(key)
+        return self.due | self.realtime
+
+
+def _indexed_timer_scan(context_cls, watermarks_cls) -> None:
     if getattr(watermarks_cls.extract_transform_timers, "indexed_by_shopstream", False):
         return
     from apache_beam.runners.direct.util import TimerFiring
 
+    original_init = context_cls._initialize_keyed_states
+    original_extract = watermarks_cls.extract_transform_timers
+
+    def _initialize_keyed_states(self, root_transforms, value_to_consumers):
+        states = original_init(self, root_transforms, value_to_consumers)
+        return {t: _TrackedKeyedStates() for t in states}
+
     def extract_transform_timers(self):
-        """Beam's scan, skipping keys whose state is unchanged and whose earliest
-        event-time timer is after the input watermark."""
+        """Beam's extraction, asking only the keys whose timers are due (or that have
+        processing-time timers) instead of every key."""
+        states = self._keyed_states
+        if not isinstance(states, _TrackedKeyedStates):
+            return original_extract(self)
         with self._lock:
-            memo = self.__dict__.setdefault("_next_timer_by_key", {})
+            index = self.__dict__.get("_timer_index")
+            if index is None:
+                index = self._timer_index = _TimerIndex()
+                states.take_dirty()
+                dirty = set(states)
+            else:
+                dirty = states.take_dirty()
+            for key in dirty:
+                index.update(key, states[key])
             watermark, now = self._input_watermark, self._clock.time()
             fired_timers, has_realtime_timer = [], False
-            for encoded_key, state in self._keyed_states.items():
-                seen = memo.get(encoded_key)
-                if seen is not None and seen[0] is state and not seen[2] and (
-                        seen[1] is None or seen[1] > watermark):
-                    continue
-                earliest, realtime = _earliest_watermark_timer(state)
-                memo[encoded_key] = (state, earliest, realtime)
-                timers, had_realtime_timer = state.get_timers(
+            for key in index.due_keys(watermark.micros):
+                timers, had_realtime_timer = states[key].get_timers(
                     watermark=watermark, processing_time=now)
                 if had_realtime_timer:
                     has_realtime_timer = True
                 for window, (name, time_domain, timestamp, dynamic_timer_tag) in timers:
                     fired_timers.append(TimerFiring(
-                        encoded_key, window, name, time_domain, timestamp,
+                        key, window, name, time_domain, timestamp,
                         dynamic_timer_tag=dynamic_timer_tag))
             self._fired_timers.update(fired_timers)
             return fired_timers, has_realtime_timer
 
     extract_transform_timers.indexed_by_shopstream = True
+    context_cls._initialize_keyed_states = _initialize_keyed_states
     watermarks_cls.extract_transform_timers = extract_transform_timers
 
 
