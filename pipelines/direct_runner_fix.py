@@ -21,7 +21,11 @@ every bundle then crosses the whole graph (per-bundle cost set the live rate: ~5
 messages/s at most, far less with the live graph behind it). Pulls here ask for up to
 :data:`PUBSUB_PULL_MAX` messages: a bundle holds what has arrived since the last pull
 (Pub/Sub returns what it has; it does not wait for a full batch), so a quiet stream
-still gets single messages at once and a busy one gets fewer, larger bundles.
+still gets single messages at once and a busy one gets fewer, larger bundles. And a pull
+on an idle subscription waits for Beam's 30 s timeout (measured on the emulator: 29 s),
+while the runner's watermark (the wall clock at each pull) stands still, so the last
+events before a pause waited up to 30 s for their timers; pulls here time out after
+:data:`PUBSUB_PULL_TIMEOUT` s (an empty pull returns after ~1 s).
 
 4. BundleBasedDirectRunner timer monitor: after every bundle it asks every key of every
 stateful step for its due timers (``extract_transform_timers``), and keys live for the
@@ -53,6 +57,8 @@ import threading
 
 #: Messages per Pub/Sub pull of the local runner (Beam's own: 10).
 PUBSUB_PULL_MAX = 500
+#: Seconds a pull of the local runner waits on an idle subscription (Beam's own: 30).
+PUBSUB_PULL_TIMEOUT = 2.0
 
 
 def apply() -> None:
@@ -97,15 +103,27 @@ def apply() -> None:
     transform_evaluator.is_stateful_dofn = is_stateful_dofn
 
 
+class _NoMessages:
+    """What a pull that timed out returns: no messages (the runner pulls again)."""
+    received_messages: tuple = ()
+
+
 class _LargerPulls:
-    """A SubscriberClient whose ``pull`` asks for at least :data:`PUBSUB_PULL_MAX`."""
+    """A SubscriberClient whose ``pull`` asks for at least :data:`PUBSUB_PULL_MAX`
+    messages and waits at most :data:`PUBSUB_PULL_TIMEOUT` s."""
 
     def __init__(self, client):
         self._client = client
 
-    def pull(self, *args, max_messages=None, **kwargs):
-        return self._client.pull(*args, max_messages=max(max_messages or 0, PUBSUB_PULL_MAX),
-                                 **kwargs)
+    def pull(self, *args, max_messages=None, timeout=None, **kwargs):
+        from google.api_core import exceptions
+
+        try:
+            return self._client.pull(
+                *args, max_messages=max(max_messages or 0, PUBSUB_PULL_MAX),
+                timeout=min(timeout or PUBSUB_PULL_TIMEOUT, PUBSUB_PULL_TIMEOUT), **kwargs)
+        except exceptions.DeadlineExceeded:
+            return _NoMessages()
 
     def __getattr__(self, name):
         return getattr(self._client, name)
