@@ -29,7 +29,6 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipelines import direct_runner_fix
 from pipelines.streaming_options import ShopstreamStreamingOptions
 from transforms import pubsub_source, run_summary, sinks, sources
-from transforms.event_time import RejectFuture
 from transforms.orders import DedupOrders
 from transforms.redis_sink import RedisWriteError, WriteRankingsToRedis, redact_url, wait_for_redis
 from transforms.replay_rankings import ReplayRankings
@@ -67,26 +66,20 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
     mode = sessionize_mode(opts, streaming)
     stateful = mode == "stateful"
 
-    # ---- sources (every file reader dead-letters events beyond --max-future itself)
+    # ---- sources (every reader dead-letters events beyond --max-future itself)
     dead: List[beam.PCollection] = []
     spill = progress = None
     if live:
         dataflow = "Dataflow" in str(p.options.view_as(StandardOptions).runner or "")
         id_label = "event_id" if dataflow else None  # the DirectRunner rejects id_label
         ps = {"max_message_bytes": opts.max_message_bytes,  # event time parsed in a DoFn;
-              "timestamp_attribute": "event_time" if dataflow else None}  # Dataflow: watermark
+              "timestamp_attribute": "event_time" if dataflow else None,  # Dataflow: watermark
+              "max_future": opts.max_future}
         clicks = p | "ReadClicks" >> pubsub_source.ReadPubSubRecords(
             opts.subscription, "click_stream", id_label, **ps)
         orders = (p | "ReadOrders" >> pubsub_source.ReadPubSubRecords(
             opts.orders_subscription, "transactions", "booking_id" if dataflow else None, **ps)
             if opts.orders_subscription else None)
-        # Pub/Sub: the max-future check is a step after the read (files check in parsing).
-        dead += [clicks["dead"]] + ([orders["dead"]] if orders is not None else [])
-        clicks = clicks["records"] | "ClicksMaxFuture" >> RejectFuture(
-            "click_stream", opts.max_future, sources.click_raw)
-        if orders is not None:
-            orders = orders["records"] | "OrdersMaxFuture" >> RejectFuture(
-                "transactions", opts.max_future)
     elif stateful:
         # Files through the live graph: records in any order, event-time timestamps.
         clicks = p | "ReadClicks" >> sources.ReadTableFiles(

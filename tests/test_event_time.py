@@ -1,14 +1,17 @@
 """Event-time sanity: events beyond --max-future are dead-lettered by every source."""
 from __future__ import annotations
 
+import json
+
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms import records
-from transforms.event_time import RejectFuture, future_reason, now_us
-from transforms.sources import parse_lines
+from transforms.event_time import future_reason, now_us
+from transforms.pubsub_source import ParseMessages, parse_message
+from transforms.sources import DEAD, parse_lines
 
 S = 1_000_000
 FAR = "s,CLICK,9999-12-31T23:59:59Z,e1,WEB,"
@@ -30,14 +33,41 @@ def test_file_lines_beyond_max_future_are_dead_lettered():
     assert isinstance(out[1], records.ClickEvent)
 
 
-def test_reject_future_step_for_streams():
-    soon = records.ClickEvent("s", "a", "CLICK", now_us(), "WEB")
-    far = soon._replace(event_id="b", event_time_us=253402300799 * S)
+def test_pubsub_messages_beyond_max_future_are_dead_lettered_by_the_parser():
+    wall = 1_700_000_000 * S
+    ok = json.dumps({"session_id": "s", "event_name": "CLICK", "event_id": "a",
+                     "event_time": "2023-11-14T22:13:20Z", "traffic_source": "WEB",
+                     "event_metadata": ""}).encode()
+    rec, t_us = parse_message("click_stream", ok, {"event_time": "2023-11-14T22:13:20Z"},
+                              1_000_000, 60, wall)
+    assert t_us == wall and rec.event_id == "a"
+    far_attr = parse_message("click_stream", ok, {"event_time": "9999-12-31T23:59:59Z"},
+                             1_000_000, 60, wall)
+    assert isinstance(far_attr, records.DeadLetter) and far_attr.raw == ok.decode()
+    assert far_attr.source == "click_stream:pubsub" and "ahead of the wall clock" in far_attr.reason
+    far_record = ok.replace(b"2023-11-14T22:13:20Z", b"9999-12-31T23:59:59Z")
+    dead = parse_message("click_stream", far_record, {"event_time": "2023-11-14T22:13:20Z"},
+                         1_000_000, 60, wall)  # a sane attribute does not hide the field
+    assert isinstance(dead, records.DeadLetter) and "9999-12-31" in dead.reason
+
+
+def test_parse_messages_step_sends_far_future_messages_to_dead():
+    from apache_beam.io.gcp.pubsub import PubsubMessage
+
+    def msg(event_id, t):
+        data = json.dumps({"session_id": "s", "event_name": "CLICK", "event_id": event_id,
+                           "event_time": t, "traffic_source": "WEB",
+                           "event_metadata": ""}).encode()
+        return PubsubMessage(data, {"event_time": t})
+
+    soon = records.format_time_us(now_us())
     p = TestPipeline(options=PipelineOptions(["--runner=DirectRunner"]))
-    out = p | beam.Create([soon, far]) | RejectFuture("click_stream", 60)
-    assert_that(out["records"], equal_to([soon]), label="Records")
-    assert_that(out["dead"] | beam.Map(lambda d: (d.source, "ahead" in d.reason)),
-                equal_to([("click_stream", True)]), label="Dead")
+    out = (p | beam.Create([msg("a", soon), msg("b", "9999-12-31T23:59:59Z")])
+           | beam.ParDo(ParseMessages("click_stream", max_future=60)).with_outputs(
+               DEAD, main="records"))
+    assert_that(out.records | beam.Map(lambda r: r.event_id), equal_to(["a"]), label="Records")
+    assert_that(out[DEAD] | beam.Map(lambda d: (d.source, "ahead" in d.reason)),
+                equal_to([("click_stream:pubsub", True)]), label="Dead")
     p.run().wait_until_finish()
 
 

@@ -225,9 +225,10 @@ def records_time_us(event: dict) -> int:
 @pytest.mark.emulator
 @pytest.mark.slow
 def test_stream_dead_letters_an_oversized_message_and_a_bad_event_time_and_goes_on(tmp_path):
-    """A 9 MB message and a garbage event_time attribute among 1,000 good events on the
-    Pub/Sub emulator: all 1,000 events reach the warehouse and the rankings, and the two
-    bad messages are two dead letters (acked: they never come back, nothing stalls)."""
+    """A 9 MB message, a garbage event_time attribute and a year-9999 event among 1,000
+    good events on the Pub/Sub emulator: all 1,000 events reach the warehouse and the
+    rankings, and the three bad messages are three dead letters (acked: they never come
+    back, nothing stalls; the far-future one moves no watermark or shopstream:meta)."""
     import datetime as dt
     import os
     import subprocess
@@ -276,6 +277,7 @@ def test_stream_dead_letters_an_oversized_message_and_a_bad_event_time_and_goes_
         big = dict(good[0], event_id="h-big", event_metadata="{'search_keywords': '%s'}"
                    % ("x" * 9_000_000), event_name="SEARCH")
         garbage = dict(good[1], event_id="h-garbage-time")
+        future = dict(good[2], event_id="h-future", event_time="9999-12-31T23:59:59.000000Z")
         with emu.env():
             client = pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(
                 max_messages=100, max_bytes=9_500_000, max_latency=0.05))
@@ -287,6 +289,10 @@ def test_stream_dead_letters_an_oversized_message_and_a_bad_event_time_and_goes_
                 if k == 600:
                     futures.append(client.publish(topic, json.dumps(garbage).encode(),
                                                   event_time="garbage", event_id="h-garbage"))
+                if k == 900:
+                    futures.append(client.publish(topic, json.dumps(future).encode(),
+                                                  event_time=future["event_time"],
+                                                  event_id="h-future"))
                 futures.append(client.publish(topic, json.dumps(e).encode(),
                                               event_time=e["event_time"], event_id=e["event_id"]))
             for f in futures:
@@ -308,6 +314,7 @@ def test_stream_dead_letters_an_oversized_message_and_a_bad_event_time_and_goes_
         settle = last_add / 1e6 + 2 * GAP + 15 - time.time()
         time.sleep(max(0.0, settle))
         top = client.zrevrange("shopstream:top:all:products", 0, -1)
+        meta = client.hgetall("shopstream:meta")
         stream.terminate()
         stream.wait(timeout=30)
         rows = query(wh, "SELECT event_id FROM events_enriched")
@@ -315,12 +322,15 @@ def test_stream_dead_letters_an_oversized_message_and_a_bad_event_time_and_goes_
         got = len({x[0] for x in rows} & ids)
         assert got == 1000, (got, Counter(d[2][:60] for d in dead))
         assert sorted(d[2].split(" (")[0] for d in dead) == [
+            "event time 9999-12-31T23:59:59.000000Z is more than 86400 s ahead of the wall "
+            "clock",
             "event_time attribute is not an ISO-8601 timestamp: 'garbage'",
             f"message of {len(json.dumps(big)):,} bytes is larger than --max-message-bytes "
             f"1,000,000"], dead
         assert {d[0] for d in dead} == {"click_stream:pubsub"}
         assert all(len(d[1]) < 10_000 for d in dead)  # the 9 MB payload is not stored
         assert top[:3] == [str(p) for p, _ in adds.most_common()]
+        assert meta["all:current_to"] < "9999", meta  # the far-future event moved nothing
         # acked: nothing is left on the subscription for anyone
         assert emu.pull_all(sub, 1, timeout=5) == []
     finally:
