@@ -44,9 +44,11 @@ dict levels is the same copy.
 6. BundleBasedDirectRunner DoFn copies: every bundle of every ParDo starts with a pickle
 round trip of its DoFn and a fresh ``DoFnSignature`` (``inspect.signature`` of each
 method): ~14% of a live run's samples. Each worker thread here keeps the copy it made
-of a DoFn and its signature, so later bundles in that thread reuse them — the runner
-still calls ``setup`` / ``start_bundle`` / ``finish_bundle`` / ``teardown`` around every
-bundle, as before, and no copy is shared between threads.
+of a DoFn, so later bundles in that thread reuse it — the runner still calls ``setup`` /
+``start_bundle`` / ``finish_bundle`` / ``teardown`` around every bundle, as before, and
+no copy is shared between threads — and the argument inspection behind the signature
+(``core.get_function_arguments``, looked up by the compiled ``DoFnSignature`` at run
+time) is remembered per object and method.
 
 Applied only to this process and only for local runs (``pipelines.streaming``).
 """
@@ -63,21 +65,20 @@ PUBSUB_PULL_TIMEOUT = 2.0
 
 def apply() -> None:
     """Apply the fixes above to this process (idempotent)."""
-    from apache_beam.runners import common
     from apache_beam.runners.direct import (
         evaluation_context,
         transform_evaluator,
         watermark_manager,
     )
     from apache_beam.runners.portability.fn_api_runner import worker_handlers
-    from apache_beam.transforms import trigger, userstate
+    from apache_beam.transforms import core, trigger, userstate
 
     worker_handlers.STATE_CACHE_SIZE_MB = 0
     _larger_pubsub_pulls(transform_evaluator._PubSubReadEvaluator)
     _indexed_timer_scan(evaluation_context.EvaluationContext,
                         watermark_manager._TransformWatermarks)
     _cheaper_state_copy(trigger.InMemoryUnmergedState)
-    _reuse_dofn_copies(transform_evaluator, common)
+    _reuse_dofn_copies(transform_evaluator, core)
 
     if getattr(userstate.get_dofn_specs, "memoised_by_shopstream", False):
         return
@@ -292,22 +293,25 @@ class _ThreadCopies:
         return getattr(self._pickler, name)
 
 
-def _reuse_dofn_copies(evaluator_module, common_module) -> None:
+def _reuse_dofn_copies(evaluator_module, core_module) -> None:
     if isinstance(evaluator_module.pickler, _ThreadCopies):
         return
     evaluator_module.pickler = _ThreadCopies(evaluator_module.pickler)
-    signature_cls = common_module.DoFnSignature
-    signatures: dict = {}
+    original = core_module.get_function_arguments
+    seen: dict = {}
     lock = threading.Lock()
 
-    def dofn_signature(do_fn):
-        """One ``DoFnSignature`` per DoFn object (the copies above are reused)."""
+    def get_function_arguments(obj, func):
+        """Beam's argument inspection, once per object and method (the DoFn copies above
+        are reused, so their methods' signatures are the same every bundle)."""
+        key = (id(obj), func)
         with lock:
-            hit = signatures.get(id(do_fn))
-        if hit is None or hit[0] is not do_fn:
-            hit = (do_fn, signature_cls(do_fn))
+            hit = seen.get(key)
+        if hit is None or hit[0] is not obj:
+            hit = (obj, original(obj, func))
             with lock:
-                signatures[id(do_fn)] = hit
-        return hit[1]
+                seen[key] = hit
+        args, defaults = hit[1]
+        return list(args), list(defaults)
 
-    common_module.DoFnSignature = dofn_signature
+    core_module.get_function_arguments = get_function_arguments

@@ -32,7 +32,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from batch.inputs import usable_inputs
-from pipelines import batch_job, streaming
+from pipelines import batch_job, streaming_job
 from pipelines.batch import churn_version_for
 from pipelines.batch_options import ShopstreamBatchOptions
 from pipelines.batch_staging import staging_for
@@ -128,7 +128,7 @@ class DeleteSpillWhenRead(beam.PTransform):
 
 def build_streaming(opts: PipelineOptions) -> beam.Pipeline:
     p = beam.Pipeline(options=opts)
-    built = streaming.build_pipeline(p, opts.view_as(ShopstreamStreamingOptions))
+    built = streaming_job.build_pipeline(p, opts.view_as(ShopstreamStreamingOptions))
     if built.get("spill_dir"):
         built["enriched"] | "DeleteSpill" >> DeleteSpillWhenRead(built["spill_dir"])
     return p

@@ -16,15 +16,19 @@ pytestmark = pytest.mark.emulator
 
 
 def _has_replay() -> bool:
-    """pipelines/streaming.py defines the replay command (read, not imported)."""
-    try:
-        spec = importlib.util.find_spec("pipelines.streaming")
-    except ImportError:
-        return False
-    if spec is None or not spec.origin:
-        return False
-    src = Path(spec.origin).read_text()
-    return all(re.search(rf"^def {name}\b", src, re.M) for name in ("register", "build_pipeline"))
+    """pipelines/streaming.py defines the replay command and pipelines/streaming_job.py
+    its graph (read, not imported)."""
+    for module, name in (("pipelines.streaming", "register"),
+                         ("pipelines.streaming_job", "build_pipeline")):
+        try:
+            spec = importlib.util.find_spec(module)
+        except ImportError:
+            return False
+        if spec is None or not spec.origin:
+            return False
+        if not re.search(rf"^def {name}\b", Path(spec.origin).read_text(), re.M):
+            return False
+    return True
 
 
 needs_replay = pytest.mark.skipif(not _has_replay(),

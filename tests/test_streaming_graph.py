@@ -6,7 +6,7 @@ from __future__ import annotations
 import apache_beam as beam
 import pytest
 
-from pipelines import streaming
+from pipelines import streaming, streaming_job
 from pipelines.streaming_options import ShopstreamStreamingOptions
 from transforms.shuffle_count import shuffle_inputs, shuffled_elements
 
@@ -20,7 +20,7 @@ def _build(data, extra=()):
     args = parser.parse_args(["--input", str(data)])
     opts = streaming._pipeline_options(args, ["--streaming", *extra], streaming=False)
     p = beam.Pipeline(options=opts)
-    built = streaming.build_pipeline(p, opts.view_as(ShopstreamStreamingOptions))
+    built = streaming_job.build_pipeline(p, opts.view_as(ShopstreamStreamingOptions))
     return p, built
 
 

@@ -38,8 +38,8 @@ def _has(module: str, attr: str) -> bool:
 
 
 needs_streaming = pytest.mark.skipif(
-    not _has("pipelines.streaming", "build_pipeline"),
-    reason="pipelines/streaming.py with build_pipeline(p, options) is not there yet")
+    not _has("pipelines.streaming_job", "build_pipeline"),
+    reason="pipelines/streaming_job.py with build_pipeline(p, options) is not there yet")
 needs_batch = pytest.mark.skipif(
     not _has("pipelines.batch_options", "ShopstreamBatchOptions"),
     reason="pipelines/batch_options.py with ShopstreamBatchOptions is not there yet")

@@ -12,7 +12,7 @@ from tests.bench.common import count_lines, dataset
 def run(sizes=(30_000,)) -> list:
     import apache_beam as beam
 
-    from pipelines import streaming
+    from pipelines import streaming, streaming_job
     from pipelines.streaming_options import ShopstreamStreamingOptions
     from transforms.shuffle_count import shuffled_elements
 
@@ -24,7 +24,7 @@ def run(sizes=(30_000,)) -> list:
         args = parser.parse_args(["--input", str(data)])
         opts = streaming._pipeline_options(args, ["--streaming"], streaming=False)
         p = beam.Pipeline(options=opts)
-        streaming.build_pipeline(p, opts.view_as(ShopstreamStreamingOptions))
+        streaming_job.build_pipeline(p, opts.view_as(ShopstreamStreamingOptions))
         proto = p.to_runner_api()
         result = p.run()
         result.wait_until_finish()
