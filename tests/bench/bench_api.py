@@ -4,14 +4,15 @@
 redis-server; both listen on 127.0.0.1 only. Both sides are driven by the same client:
 ``concurrency`` asyncio tasks in this process, each owning one keep-alive TCP connection
 that sends a pre-encoded request (a RESP ``ZREVRANGE … 0 9 WITHSCORES``, or an HTTP/1.1
-``GET``) and reads one whole reply (RESP array / headers + ``Content-Length`` body), then
-checks it (20 RESP elements; HTTP 200 and 10 items in the JSON). No client library is
-on either side, so the client's own cost is small and alike for both. Each measurement
-sends a bounded number of requests (default 2,000) after 200 warm-up requests on the
-same connections, and stops early at its time limit. Raw Redis is measured again right
-before each server's rows; ``p50_ratio`` / ``p99_ratio`` = the row's p50 / p99 over that
-raw Redis measurement's. ``load_avg`` is the machine's 1-minute load average when the row
-ended (the machine is shared: compare ratios, not absolute times).
+``GET``), reads until the buffer holds one whole reply (RESP array / headers +
+``Content-Length`` body) and checks it (20 RESP elements; HTTP 200 and 10 items in the
+JSON). No client library is on either side, so the client's own cost is small and alike
+for both. For each API row, raw Redis and the API are measured in alternating rounds
+(10 rounds of requests/10 each, after 200 warm-up requests on the same connections, all
+within a time limit), so both sides see the same moments of a shared machine;
+``p50_ratio`` / ``p99_ratio`` = the API's p50 / p99 over raw Redis's in that pairing.
+``load_avg`` is the machine's 1-minute load average when the row ended (the machine is
+shared: compare ratios, not absolute times).
 
 Run alone: ``python -m tests.bench.bench_api`` (or ``python -m tests.bench.run --only bench_api``).
 """
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, List, Sequence
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "shopstream:top:24h:products"
@@ -74,29 +75,52 @@ def resp_command(*args: str) -> bytes:
     return b"".join(out)
 
 
-async def read_resp_array(reader: asyncio.StreamReader) -> int:
-    """Read one RESP array reply of bulk strings; its length."""
-    head = await reader.readline()
-    if head[:1] != b"*":
-        raise RuntimeError(f"unexpected Redis reply {head[:80]!r}")
-    n = int(head[1:])
+def resp_array_length(buf: bytes) -> Optional[int]:
+    """Elements of the RESP array reply of bulk strings in ``buf``; None while incomplete."""
+    end = buf.find(b"\r\n")
+    if end < 0:
+        return None
+    if buf[:1] != b"*":
+        raise RuntimeError(f"unexpected Redis reply {buf[:80]!r}")
+    n, pos = int(buf[1:end]), end + 2
     for _ in range(n):
-        size = int((await reader.readline())[1:])
-        await reader.readexactly(size + 2)
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            return None
+        pos = end + 2 + int(buf[pos + 1:end]) + 2
+        if pos > len(buf):
+            return None
     return n
 
 
-async def read_http_response(reader: asyncio.StreamReader):
-    """Read one HTTP/1.1 response with a Content-Length body: (status, body)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
+def http_response(buf: bytes) -> Optional[Tuple[int, bytes]]:
+    """(status, body) of the HTTP/1.1 response (Content-Length body) in ``buf``; None
+    while incomplete."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = buf[:end].split(b"\r\n")
     length = 0
     for line in lines[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value)
-    return status, await reader.readexactly(length)
+    if len(buf) < end + 4 + length:
+        return None
+    return int(lines[0].split(b" ", 2)[1]), buf[end + 4:end + 4 + length]
+
+
+async def read_reply(reader: asyncio.StreamReader, parse: Callable[[bytes], Any]):
+    """Read until ``parse`` finds one whole reply (one request in flight per connection)."""
+    buf = b""
+    while True:
+        chunk = await reader.read(65536)
+        if not chunk:
+            raise asyncio.IncompleteReadError(buf, None)
+        buf += chunk
+        got = parse(buf)
+        if got is not None:
+            return got
 
 
 Call = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
@@ -170,7 +194,7 @@ def redis_call(key: str = KEY) -> Call:
 
     async def call(reader, writer) -> bool:
         writer.write(payload)
-        return await read_resp_array(reader) == 20
+        return await read_reply(reader, resp_array_length) == 20
     return call
 
 
@@ -181,7 +205,7 @@ def http_call(path: str, host: str) -> Call:
 
     async def call(reader, writer) -> bool:
         writer.write(payload)
-        status, body = await read_http_response(reader)
+        status, body = await read_reply(reader, http_response)
         return status == 200 and len(orjson.loads(body)["items"]) == 10
     return call
 
