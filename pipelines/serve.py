@@ -11,9 +11,12 @@ Endpoints (OpenAPI document at ``/openapi.json``, interactive docs at ``/docs``)
   products, brands and sub-categories, refreshed every few seconds.
 * ``GET /report`` — the analytics report (``shopstream report``) built from ``--warehouse``.
 
-Items and freshness come from ``transforms.ranking_store`` (``read_ranking``/``read_meta``), the
-reader behind ``shopstream rankings --json``. Only Redis reads (ZREVRANGE, HGETALL, PING)
-and warehouse SELECTs: nothing writes.
+Items and freshness follow the key layout and reading rules of ``transforms.ranking_store``
+(as ``shopstream rankings --json``), read with ``redis.asyncio``: a rankings request costs
+one small HMGET of its horizon's version fields while the ranking is unchanged
+(:class:`RankingsReader`), and a well-formed one is answered before FastAPI's routing
+(:class:`PlainRankings`). Only Redis reads (HMGET, ZREVRANGE and HGETALL in MULTI/EXEC,
+PING) and warehouse SELECTs: nothing writes.
 """
 from __future__ import annotations
 
