@@ -430,6 +430,7 @@ def run(args) -> int:
         return 2
     print(f"shopstream serve: http://{args.host}:{args.port}/ (API docs at /docs, "
           f"Redis {rankings.redact_url(url)})", flush=True)
+    log_level = "info" if args.access_log else "warning"  # uvicorn logs requests at info
     if args.workers > 1:  # worker processes build the app from the environment
         import os
 
@@ -437,10 +438,10 @@ def run(args) -> int:
         os.environ["SHOPSTREAM_SERVE_WAREHOUSE"] = args.warehouse or ""
         uvicorn.run("pipelines.serve:app_from_env", factory=True, workers=args.workers,
                     host=args.host, port=args.port, access_log=args.access_log,
-                    log_level="warning")
+                    log_level=log_level)
         return 0
     uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log,
-                log_level="warning")
+                log_level=log_level)
     return 0
 
 
