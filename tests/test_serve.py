@@ -369,3 +369,23 @@ def test_requests_together_share_a_version_read_but_never_an_earlier_one(redis_s
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_every_write_of_the_real_writer_is_served_at_once(redis_server):
+    """The API trusts the version fields; the writer (transforms.redis_sink) changes them
+    with every ranking it writes, for that horizon only, so each write is served next."""
+    from tests.test_redis_sink import snap, writer
+
+    w = writer(redis_server.url)
+    with TestClient(serve.create_app(redis_server.url)) as api:
+        for i, scores in enumerate(({1: 5.0, 2: 4.0}, {2: 6.0, 1: 5.0}, {3: 1.0})):
+            assert w.write(snap("all", 60 * (i + 1), scores)) is True
+            w.write(snap("1h", 60 * (i + 1), {9: 1.0}))
+            items = api.get("/api/rankings/products").json()["items"]
+            assert [(x["id"], x["score"]) for x in items] == sorted(
+                scores.items(), key=lambda kv: -kv[1])
+            assert items[0]["name"] == f"Product {items[0]['id']}"
+        before = redis_server.client().hmget("shopstream:meta", "all:written_at_us")
+        w.write(snap("1h", 600, {8: 2.0}))  # another horizon: the all-time version stays
+        assert redis_server.client().hmget("shopstream:meta", "all:written_at_us") == before
+        assert api.get("/api/rankings/products?horizon=1h").json()["items"][0]["id"] == 8

@@ -15,7 +15,9 @@ Keys (``prefix`` defaults to ``shopstream``):
   ``{h}:current_to``, ``{h}:current_to_us``, ``{h}:written_at``, ``{h}:written_at_us``,
   ``{h}:records`` (records counted), ``{h}:window_end_us`` (sliding horizons).
   ``current_to`` is the event time of the latest record a ranking counts; ``written_at``
-  is wall-clock time of the write.
+  is wall-clock time of the write. A writer rewrites a horizon's fields in the same
+  MULTI/EXEC as its rankings: readers (the HTTP API) take unchanged
+  :func:`version_fields` as unchanged rankings.
 * ``{prefix}:names:products`` — hash: product id → productDisplayName.
 * ``{prefix}:dims:{horizon}`` — set of the dimensions currently written for a horizon
   (lets a writer delete rankings that became empty).
