@@ -148,6 +148,7 @@ class RankingsReader:
         self.client, self.where = client, where
         self.snapshots: Dict[tuple, Snapshot] = {}
         self.unsent: Dict[str, asyncio.Future] = {}  # horizon → version read not yet sent
+        self.reads: set = set()  # running version reads (the loop keeps only weak refs)
 
     async def version(self, horizon: str) -> tuple:
         """The horizon's version, read after this call: requests arriving together share
@@ -156,8 +157,13 @@ class RankingsReader:
         if read is None:
             loop = asyncio.get_running_loop()
             read = self.unsent[horizon] = loop.create_future()
-            loop.call_soon(lambda: loop.create_task(self._read_version(horizon, read)))
+            loop.call_soon(self._start_read, horizon, read)
         return await asyncio.shield(read)
+
+    def _start_read(self, horizon: str, read: asyncio.Future) -> None:
+        task = asyncio.get_running_loop().create_task(self._read_version(horizon, read))
+        self.reads.add(task)
+        task.add_done_callback(self.reads.discard)
 
     async def _read_version(self, horizon: str, read: asyncio.Future) -> None:
         del self.unsent[horizon]  # later arrivals start their own read
