@@ -146,7 +146,10 @@ async def _round(conns, call: Call, n: int, deadline: float, lat: List[float]) -
             lat.append((time.perf_counter() - t0) * 1000)
             errors += 0 if ok else 1
 
-    await asyncio.gather(*(worker(r, w) for r, w in conns))
+    # a reply that never comes fails the bench instead of hanging it (no per-call timer:
+    # it would add the same cost to both sides and shrink the ratio)
+    await asyncio.wait_for(asyncio.gather(*(worker(r, w) for r, w in conns)),
+                           timeout=max(1.0, deadline - time.perf_counter()) + 30)
     return errors
 
 
