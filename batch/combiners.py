@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from typing import Dict
+from typing import Dict, NamedTuple
 
 import apache_beam as beam
 
@@ -62,10 +62,16 @@ def event_key(event_id: str) -> int:
                           signed=True)
 
 
+class SessionTimes(NamedTuple):
+    times: tuple     # sorted times of the session's distinct events
+    duplicates: int  # events whose event_id the session already had
+
+
 class SessionTimesFn(beam.CombineFn):
     """Per session: the sorted times of its distinct events (a redelivered event counts
-    once, at its earliest time). Fed straight from the parser, so the click stream is
-    never materialised; the accumulator is two flat int64 arrays (16 bytes per event)."""
+    once, at its earliest time) and how many repeats there were (:class:`SessionTimes`).
+    Fed straight from the parser, so the click stream is never materialised; the
+    accumulator is two flat int64 arrays (16 bytes per event)."""
 
     def create_accumulator(self):
         return (array("q"), array("q"))
@@ -88,7 +94,7 @@ class SessionTimesFn(beam.CombineFn):
             old = first.get(k)
             if old is None or t < old:
                 first[k] = t
-        return tuple(sorted(first.values()))
+        return SessionTimes(tuple(sorted(first.values())), len(acc[0]) - len(first))
 
 
 class DailySalesFn(beam.CombineFn):

@@ -46,6 +46,20 @@ class UnwrapBookingFn(beam.DoFn):
         yield txn
 
 
+class CountDuplicateEventsFn(beam.DoFn):
+    """(session, SessionTimes) → (session, times), counting repeated event ids as
+    ``click_stream_duplicate`` (SPEC §2: a repeat is a duplicate in the run summary)."""
+
+    def __init__(self):
+        self.duplicates = Metrics.counter(NAMESPACE, "click_stream_duplicate")
+
+    def process(self, kv):
+        sid, st = kv
+        if st.duplicates:
+            self.duplicates.inc(st.duplicates)
+        yield sid, st.times
+
+
 class LocateProvincesFn(beam.DoFn):
     """Raw home_location → ProvinceCentre (geopy when enabled and reachable)."""
 

@@ -121,17 +121,20 @@ def run_pipeline(opts: PipelineOptions) -> Dict[str, Any]:
 
 def batch_counts(counters: Dict[tuple, int], header_dead=()) -> Dict[str, Any]:
     """The run summary shape of ``transforms.run_summary`` for the batch job: a booking
-    is valid once (its repeats are duplicates); a file refused for its header counts as
-    one record read and dead-lettered."""
+    and a click event are valid once (their repeats are duplicates); a file refused for
+    its header counts as one record read and dead-lettered."""
     refused = {k: sum(1 for d in header_dead if d.source == f"batch:{k}") for k in KINDS}
     per_source = {}
     for kind in KINDS:
         def get(name, ns="shopstream"):
             return counters.get((ns, name), 0)
-        valid = (get("transactions_unique", NAMESPACE) if kind == "transactions"
-                 else get(f"{kind}_valid"))
-        duplicate = (get("transactions_duplicate", NAMESPACE) if kind == "transactions"
-                     else get(f"{kind}_duplicate"))
+        valid, duplicate = get(f"{kind}_valid"), get(f"{kind}_duplicate")
+        if kind == "transactions":
+            valid, duplicate = (get("transactions_unique", NAMESPACE),
+                                get("transactions_duplicate", NAMESPACE))
+        elif kind == "click_stream":  # repeats are found per session, after parsing
+            duplicate = get("click_stream_duplicate", NAMESPACE)
+            valid -= duplicate
         per_source[kind] = run_summary.source_counts(
             get(f"{kind}_read") + refused[kind], valid, duplicate,
             get(f"{kind}_dead_lettered") + refused[kind])

@@ -28,6 +28,7 @@ from batch import sales
 from batch.combiners import DailySalesFn, PickBookingFn, SessionTimesFn, TimeRangeFn, event_key
 from batch.inputs import KINDS, find_inputs
 from batch.steps import (
+    CountDuplicateEventsFn,
     CountFn,
     LocateProvincesFn,
     UnwrapBookingFn,
@@ -154,6 +155,7 @@ def build_pipeline(p: beam.Pipeline, opts: PipelineOptions, inputs: Optional[Dic
              | "ClickTimes" >> beam.Map(
                  lambda e: (e.session_id, (e.event_time_us, event_key(e.event_id))))
              | "SessionActivity" >> beam.CombinePerKey(SessionTimesFn())
+             | "CountClickDuplicates" >> beam.ParDo(CountDuplicateEventsFn())
              | "SessionStats" >> beam.Map(session_stat_as_of, as_of, o.visit_gap))
     owners = txns | "SessionOwners" >> beam.Map(lambda t: (t.session_id, t.customer_id))
     sessions = ({"stat": stats, "owner": owners}

@@ -11,19 +11,24 @@ Endpoints (OpenAPI document at ``/openapi.json``, interactive docs at ``/docs``)
   products, brands and sub-categories, refreshed every few seconds.
 * ``GET /report`` — the analytics report (``shopstream report``) built from ``--warehouse``.
 
-Items and freshness come from ``transforms.ranking_store`` (``read_ranking``/``read_meta``), the
-reader behind ``shopstream rankings --json``. Only Redis reads (ZREVRANGE, HGETALL, PING)
-and warehouse SELECTs: nothing writes.
+Items and freshness follow the key layout and reading rules of ``transforms.ranking_store``
+(as ``shopstream rankings --json``), read with ``redis.asyncio``: a rankings request costs
+one small HMGET of its horizon's version fields while the ranking is unchanged
+(:class:`RankingsReader`), and a well-formed one is answered before FastAPI's routing
+(:class:`PlainRankings`). Only Redis reads (HMGET, ZREVRANGE and HGETALL in MULTI/EXEC,
+PING) and warehouse SELECTs: nothing writes.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional
+from typing import Any, Dict, Literal, NamedTuple, Optional, Tuple
+from urllib.parse import parse_qsl
 
 from pipelines import report as report_mod
 from transforms import ranking_store as rankings
@@ -113,16 +118,168 @@ def freshness(meta: Dict[str, Any], horizon: Optional[str] = None,
 
 
 def make_client(url: str):
-    """A pooled, decoding Redis client that fails fast (one immediate retry) when the
-    server is down, so /healthz answers 503 at once."""
+    """A pooled, decoding ``redis.asyncio`` client (the API answers on the event loop and
+    never blocks it on Redis) that fails fast (one immediate retry) when the server is
+    down, so /healthz answers 503 at once."""
+    from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.retry import Retry
 
     return rankings.connect(url, socket_timeout=2.0, socket_connect_timeout=1.0,
-                            retry=Retry(NoBackoff(), 1), health_check_interval=0)
+                            retry=Retry(NoBackoff(), 1), health_check_interval=0,
+                            asyncio=True)
 
 
-# --------------------------------------------------------------------------- the app
+class Snapshot(NamedTuple):
+    """One ranking as read at one version of its horizon (``ranking_store.meta_version``)."""
+    version: tuple
+    items: list
+    meta: Dict[str, Any]           # freshness() of the version, age_seconds aside
+    written_at: Optional[float]    # epoch seconds, for age_seconds
+
+
+class RankingsReader:
+    """``/api/rankings`` answers from Redis. A request reads only its horizon's version
+    fields (one small HMGET); the ranking itself is read again only when they changed —
+    the writer rewrites them in the same MULTI/EXEC as every ranking of the horizon, so
+    an unchanged version means unchanged rankings. One snapshot is kept per (ranking,
+    limit), a set bounded by the routes' validation."""
+
+    def __init__(self, client, where: str):
+        self.client, self.where = client, where
+        self.snapshots: Dict[tuple, Snapshot] = {}
+        self.unsent: Dict[str, asyncio.Future] = {}  # horizon → version read not yet sent
+        self.reads: set = set()  # running version reads (the loop keeps only weak refs)
+
+    async def version(self, horizon: str) -> tuple:
+        """The horizon's version, read after this call: requests arriving together share
+        one HMGET, but never one that was sent before they arrived."""
+        read = self.unsent.get(horizon)
+        if read is None:
+            loop = asyncio.get_running_loop()
+            read = self.unsent[horizon] = loop.create_future()
+            loop.call_soon(self._start_read, horizon, read)
+        return await asyncio.shield(read)
+
+    def _start_read(self, horizon: str, read: asyncio.Future) -> None:
+        task = asyncio.get_running_loop().create_task(self._read_version(horizon, read))
+        self.reads.add(task)
+        task.add_done_callback(self.reads.discard)
+
+    async def _read_version(self, horizon: str, read: asyncio.Future) -> None:
+        del self.unsent[horizon]  # later arrivals start their own read
+        try:
+            read.set_result(rankings.ranking_version(await self.client.hmget(
+                rankings.meta_key(), list(rankings.version_fields(horizon)))))
+        except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+            read.set_exception(exc)
+
+    async def snapshot(self, dimension: str, horizon: str, gender: Optional[str],
+                       season: Optional[str], limit: int) -> Snapshot:
+        key, kind = rankings.ranking_target(dimension, horizon, gender, season)
+        version = await self.version(horizon)
+        snap = self.snapshots.get((key, limit))
+        if snap is not None and snap.version == version:
+            return snap
+        # the ranking and the meta of one moment (MULTI/EXEC), then the names
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zrevrange(key, 0, -1, withscores=True)  # ≤ top_n members
+            pipe.hgetall(rankings.meta_key())
+            ranked, raw_meta = await pipe.execute()
+        pairs = rankings.top_pairs(kind, key, ranked, limit)
+        members = rankings.members_to_name(kind, pairs)
+        names = (dict(zip(members, await self.client.hmget(rankings.names_key(), members)))
+                 if members else {})
+        meta = rankings.decode_meta(raw_meta)
+        fresh = freshness(meta, horizon)
+        wa = parse_time(fresh["written_at"])
+        snap = self.snapshots[(key, limit)] = Snapshot(
+            rankings.meta_version(meta, horizon), rankings.ranked_items(kind, pairs, names),
+            fresh, wa.timestamp() if wa else None)
+        return snap
+
+    async def answer(self, dimension: str, horizon: str, gender: Optional[str],
+                     season: Optional[str], limit: int) -> Tuple[int, bytes]:
+        """(HTTP status, JSON body): 200 with the ranking, or 503 with the reason when
+        Redis fails or the ranking holds a non-finite score (never served)."""
+        import orjson
+        import redis
+
+        try:
+            snap = await self.snapshot(dimension, horizon, gender, season, limit)
+        except redis.RedisError as exc:  # down, timed out, refused the password...
+            return 503, orjson.dumps({"detail": redis_down(exc, self.where)})
+        except rankings.UnusableRanking as exc:
+            return 503, orjson.dumps({"detail": str(exc)})
+        meta = dict(snap.meta)
+        if snap.written_at is not None:
+            meta["age_seconds"] = round(max(0.0, time.time() - snap.written_at), 3)
+        return 200, orjson.dumps({"dimension": dimension, "horizon": horizon,
+                                  "gender": gender, "season": season,
+                                  "items": snap.items, "meta": meta})
+
+
+def redis_state(exc: Exception) -> str:
+    import redis
+
+    return ("unreachable" if isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
+            else "failing")
+
+
+def redis_down(exc: Exception, where: str) -> str:
+    return f"Redis is {redis_state(exc)} at {where}: {exc}"
+
+
+RANKINGS_PATH = "/api/rankings/"
+RANKINGS_PARAMS = frozenset(("horizon", "gender", "season", "limit"))
+JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+
+
+def plain_ranking_query(path: str, query_string: bytes) -> Optional[tuple]:
+    """``(dimension, horizon, gender, season, limit)`` of a well-formed rankings request
+    (each known parameter at most once, each valid), else None: FastAPI's route then
+    answers it, with its validation messages."""
+    dimension = path[len(RANKINGS_PATH):] if path.startswith(RANKINGS_PATH) else None
+    if dimension not in DIMENSIONS:
+        return None
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    params = dict(pairs)
+    if len(params) != len(pairs) or not params.keys() <= RANKINGS_PARAMS:
+        return None
+    horizon, limit = params.get("horizon", "all"), params.get("limit", "10")
+    if horizon not in HORIZONS or not (limit.isascii() and limit.isdigit()):
+        return None
+    if not 1 <= int(limit) <= MAX_LIMIT:
+        return None
+    try:
+        g, s = check_query(dimension, params.get("gender"), params.get("season"))
+    except InvalidQuery:
+        return None
+    return dimension, horizon, g, s, int(limit)
+
+
+class PlainRankings:
+    """ASGI middleware: a well-formed GET/HEAD ``/api/rankings/{dimension}`` is answered
+    here by :meth:`RankingsReader.answer` — the same answer as the FastAPI route, without
+    its per-request parameter machinery (most of a cached answer's CPU). Anything else
+    goes on to the FastAPI routes."""
+
+    def __init__(self, app, reader: RankingsReader):
+        self.app, self.reader = app, reader
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            query = plain_ranking_query(scope["path"], scope["query_string"])
+            if query is not None:
+                status, body = await self.reader.answer(*query)
+                await send({"type": "http.response.start", "status": status,
+                            "headers": JSON_HEADERS + [
+                                (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body",
+                            "body": b"" if scope["method"] == "HEAD" else body})
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(redis_url: Optional[str] = None, warehouse: Optional[str] = None, client=None):
     """The FastAPI application (a test passes its own ``redis_url``)."""
     import orjson
@@ -151,7 +308,8 @@ def create_app(redis_url: Optional[str] = None, warehouse: Optional[str] = None,
     app.state.redis = client
     app.state.warehouse = warehouse
     report_cache: Dict[str, Any] = {"at": 0.0, "html": None}
-    names_caches: Dict[str, dict] = {h: {} for h in HORIZONS}  # per ranking version
+    reader = RankingsReader(client, where)
+    app.add_middleware(PlainRankings, reader=reader)
 
     def get(path: str, **kw):
         """A GET route that answers HEAD too (load balancers and uptime checks use it);
@@ -165,22 +323,14 @@ def create_app(redis_url: Optional[str] = None, warehouse: Optional[str] = None,
     report_lock = threading.Lock()
     no_store = {"Cache-Control": "no-store"}
 
-    def redis_state(exc: Exception) -> str:
-        return ("unreachable" if isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
-                else "failing")
-
-    def redis_down(exc: Exception) -> HTTPException:
-        return HTTPException(503, detail=f"Redis is {redis_state(exc)} at {where}: {exc}")
-
     @get("/api/rankings/{dimension}", tags=["rankings"],
              summary="Top-N of a live ranking",
              responses={422: {"description": "unknown dimension, horizon, gender or season, "
                                              "or limit outside 1..50"},
                         503: {"description": "Redis is unreachable, or the ranking holds a "
                                              "non-finite score"}})
-    # async: answered on the event loop, without a thread hop per request (the thread pool
-    # dominated p99 under load); the Redis calls are one local round trip with short
-    # timeouts (make_client), so they hold the loop for well under a millisecond
+    # well-formed requests are answered by PlainRankings before they get here (the same
+    # answer); this route documents the API and answers the rest, errors included
     async def get_ranking(
         dimension: Literal["products", "brands", "subcategories"] = PathParam(
             ..., description="what is ranked"),
@@ -196,25 +346,16 @@ def create_app(redis_url: Optional[str] = None, warehouse: Optional[str] = None,
             g, s = check_query(dimension, gender, season)
         except InvalidQuery as exc:
             raise HTTPException(422, detail=str(exc)) from None
-        try:
-            items, raw_meta = rankings.read_ranking_with_meta(
-                client, dimension, horizon, gender=g, season=s, limit=limit,
-                names_cache=names_caches[horizon])
-            meta = freshness(raw_meta, horizon)
-        except redis.RedisError as exc:  # down, timed out, refused the password...
-            raise redis_down(exc) from exc
-        except rankings.UnusableRanking as exc:  # never a NaN/inf in a response
-            raise HTTPException(503, detail=str(exc)) from exc
-        body = {"dimension": dimension, "horizon": horizon, "gender": g, "season": s,
-                "items": items, "meta": meta}
-        return JSONResponse(body, headers=no_store)
+        status, body = await reader.answer(dimension, horizon, g, s, limit)
+        return Response(body, status_code=status, media_type="application/json",
+                        headers=no_store)
 
     @get("/healthz", tags=["health"], summary="Redis reachable, rankings age",
              responses={503: {"description": "Redis is unreachable"}})
     async def healthz():
         try:
-            client.ping()
-            raw = rankings.read_meta(client)
+            await client.ping()
+            raw = rankings.decode_meta(await client.hgetall(rankings.meta_key()))
         except redis.RedisError as exc:
             return JSONResponse(
                 {"status": "unavailable", "redis": redis_state(exc), "redis_url": where,
@@ -295,6 +436,7 @@ def run(args) -> int:
         return 2
     print(f"shopstream serve: http://{args.host}:{args.port}/ (API docs at /docs, "
           f"Redis {rankings.redact_url(url)})", flush=True)
+    log_level = "info" if args.access_log else "warning"  # uvicorn logs requests at info
     if args.workers > 1:  # worker processes build the app from the environment
         import os
 
@@ -302,10 +444,10 @@ def run(args) -> int:
         os.environ["SHOPSTREAM_SERVE_WAREHOUSE"] = args.warehouse or ""
         uvicorn.run("pipelines.serve:app_from_env", factory=True, workers=args.workers,
                     host=args.host, port=args.port, access_log=args.access_log,
-                    log_level="warning")
+                    log_level=log_level)
         return 0
     uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log,
-                log_level="warning")
+                log_level=log_level)
     return 0
 
 

@@ -209,3 +209,20 @@ def test_publish_speedup_paces_by_event_time_gaps(pubsub, topics, tmp_path, monk
     assert elapsed >= 0.95  # 20 s of event time at 20× ≈ 1 s
     got = pubsub.pull_all(topics["clicks_sub"], 3, timeout=10)
     assert [m.attributes["event_id"] for m in got] == ["e1", "e2", "e0"]
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00Z", "0999-12-31T23:59:59.5Z",
+                                  "1969-12-31T23:59:59.999999Z", "2019-09-06T15:54:32.821085Z",
+                                  "2019-09-06T22:54:32.8+07:00"])
+def test_the_event_time_attribute_is_always_rfc3339(when):
+    """What `publish` stamps is what Pub/Sub readers parse for `timestamp_attribute`
+    (RFC 3339; Beam's own parser here): a valid record never gets an unusable attribute."""
+    from apache_beam.utils.timestamp import Timestamp
+
+    from transforms.pubsub_source import message_event_time_us
+
+    t_us = records.parse_time_us(when, "event_time")
+    _, attrs = pub.message(pub.CLICKS, t_us, "e-1", {"event_time": when})
+    assert len(attrs["event_time"].split("-")[0]) == 4  # a 4-digit year
+    assert Timestamp.from_rfc3339(attrs["event_time"]).micros == t_us
+    assert message_event_time_us(attrs, None) == t_us

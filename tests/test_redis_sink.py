@@ -3,6 +3,7 @@ idempotence, newest-wins, outages (server stopped and restarted), passwords, Bea
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 
@@ -280,21 +281,49 @@ def _counter(result, name):
     return sum(c.committed or 0 for c in counters)
 
 
+class _RefusingPort:
+    """Stands on a stopped Redis's port: accepts a connection and closes it at once (a
+    failed attempt for the writer), then frees the port and calls ``then`` — so Redis
+    comes back only after the writer has seen it down, however slowly the job starts."""
+
+    def __init__(self, port: int, then, timeout: float = 120.0):
+        self.sock = socket.create_server(("127.0.0.1", port))
+        self.sock.settimeout(timeout)
+        self.then, self.refused = then, False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            conn, _ = self.sock.accept()
+            conn.close()
+            self.refused = True
+        except OSError:  # timed out: nobody tried
+            pass
+        finally:
+            self.sock.close()
+            self.then()
+
+    def join(self):
+        self.thread.join()
+
+
 def test_beam_write_survives_redis_starting_late(redis_server):
-    """The pipeline starts while Redis is down; it comes up 1.5 s later. The job does not
-    fail and Redis ends with the newest snapshot of each horizon, as in a clean run."""
+    """The pipeline starts while Redis is down; Redis comes back only after the writer's
+    first attempt failed. The job does not fail and Redis ends with the newest snapshot
+    of each horizon, as in a clean run."""
     clean = writer(redis_server.url)
     for s in SNAPSHOTS:
         clean.write(s)
     expected = dump(redis_server.client())
     redis_server.stop()
-    starter = threading.Timer(1.5, redis_server.start)
-    starter.start()
+    gate = _RefusingPort(redis_server.port, redis_server.start)
     try:
         result = _run(list(reversed(SNAPSHOTS)), redis_server.url, retry_seconds=30,
                       backoff_max=0.2)
     finally:
-        starter.join()
+        gate.join()
+    assert gate.refused, "the writer never tried while Redis was down"
     assert dump(redis_server.client()) == expected
     assert _counter(result, "redis_writes") >= 3
     assert _counter(result, "redis_retries") >= 1
@@ -336,7 +365,6 @@ def test_the_retry_budget_spans_flushes_and_a_bounded_run_fails_loudly():
 
 
 def test_wait_for_redis_fails_fast_on_refused_credentials(tmp_path):
-    import socket
     import subprocess
 
     from transforms.redis_sink import RedisWriteError, wait_for_redis

@@ -273,3 +273,123 @@ def test_product_names_are_read_again_when_the_ranking_is_rewritten(api, redis_s
     client.hset("shopstream:meta", "all:written_at_us", int(time.time() * 1e6))
     assert api.get("/api/rankings/products").json()["items"][0]["name"] == \
         "Puma Men Blue Shoes v2"
+
+
+# --------------------------------------------------------------------------- answering fast
+def _body_without_age(r):
+    body = r.json()
+    body["meta"].pop("age_seconds", None)
+    return body
+
+
+@pytest.mark.parametrize("query", ["", "?horizon=24h", "?horizon=1h&limit=3",
+                                   "?gender=men&season=SUMMER&limit=50", "?gender=&season=any",
+                                   "?horizon=24h&season=Summer&gender=Women"])
+def test_plain_answers_equal_the_routes_answers(api, query):
+    """Well-formed requests are answered before FastAPI's route; an unknown parameter
+    sends the same request through the route: both answers are the same."""
+    plain = f"/api/rankings/products{query}"
+    routed = plain + ("&" if query else "?") + "unknown=1"
+    assert serve.plain_ranking_query("/api/rankings/products", query[1:].encode()) is not None
+    assert serve.plain_ranking_query("/api/rankings/products", routed.split("?")[1].encode()) is None
+    a, b = api.get(plain), api.get(routed)
+    assert a.status_code == b.status_code == 200
+    assert _body_without_age(a) == _body_without_age(b)
+    for h in ("content-type", "cache-control"):
+        assert a.headers[h] == b.headers[h]
+    head = api.head(plain)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == a.headers["content-type"]
+    # the GET's length, give or take the digits of age_seconds (it moves between requests)
+    assert abs(int(head.headers["content-length"]) - len(a.content)) <= 6
+
+
+@pytest.mark.parametrize("path, query", [
+    ("/api/rankings/shoes", ""), ("/api/rankings/products/", ""),
+    ("/api/rankings/products", "limit=0"), ("/api/rankings/products", "limit=51"),
+    ("/api/rankings/products", "limit=+5"), ("/api/rankings/products", "limit=%205"),
+    ("/api/rankings/products", "horizon=7d"), ("/api/rankings/products", "horizon=1h&horizon=24h"),
+    ("/api/rankings/products", "gender=Robots"), ("/api/rankings/brands", "gender=Men"),
+])
+def test_anything_unusual_is_left_to_the_route(path, query):
+    assert serve.plain_ranking_query(path, query.encode()) is None
+
+
+def test_a_repeated_request_reads_only_the_version_fields(api, redis_server):
+    c = redis_server.client()
+    api.get("/api/rankings/products?horizon=24h")
+    c.config_resetstat()
+    for _ in range(5):
+        assert api.get("/api/rankings/products?horizon=24h").status_code == 200
+    stats = {k.removeprefix("cmdstat_"): v["calls"] for k, v in c.info("commandstats").items()}
+    stats.pop("info", None), stats.pop("config|resetstat", None)
+    assert stats == {"hmget": 5}
+    # a writer's new version (ranking + meta in one MULTI/EXEC) is served at once
+    p = c.pipeline(transaction=True)
+    p.zadd("shopstream:top:24h:products", {"20002": 99.0})
+    p.hset("shopstream:meta", "24h:written_at_us", int(time.time() * 1e6))
+    p.execute()
+    first = api.get("/api/rankings/products?horizon=24h").json()["items"][0]
+    assert first == {"rank": 1, "id": 20002, "name": "Fabindia Women Kurta", "score": 99.0}
+
+
+def test_requests_together_share_a_version_read_but_never_an_earlier_one(redis_server):
+    """Concurrent requests share one HMGET of the version fields; a request that starts
+    after a version read was sent gets its own, so it sees every write before it."""
+    import asyncio
+
+    fill_redis(redis_server.client())
+
+    async def scenario():
+        client = serve.make_client(redis_server.url)
+        reader = serve.RankingsReader(client, "test")
+        sent = asyncio.Event()
+        hmget = client.hmget
+
+        async def counting_hmget(*args):
+            calls.append(args[0])
+            sent.set()
+            return await hmget(*args)
+
+        calls = []
+        client.hmget = counting_hmget
+        try:
+            answers = await asyncio.gather(*(reader.answer("brands", "all", None, None, 10)
+                                             for _ in range(16)))
+            assert {status for status, _ in answers} == {200}
+            assert calls.count("shopstream:meta") == 1  # one version read for all 16
+            sent.clear()
+            early = asyncio.ensure_future(reader.answer("brands", "all", None, None, 10))
+            await sent.wait()  # its version read is on its way: now a writer commits
+            p = redis_server.client().pipeline(transaction=True)
+            p.zadd("shopstream:top:all:brands", {"Adidas": 50.0})
+            p.hset("shopstream:meta", "all:written_at_us", int(time.time() * 1e6))
+            p.execute()
+            status, body = await reader.answer("brands", "all", None, None, 10)
+            await early
+            import orjson
+            assert status == 200 and orjson.loads(body)["items"][0]["id"] == "Adidas"
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_every_write_of_the_real_writer_is_served_at_once(redis_server):
+    """The API trusts the version fields; the writer (transforms.redis_sink) changes them
+    with every ranking it writes, for that horizon only, so each write is served next."""
+    from tests.test_redis_sink import snap, writer
+
+    w = writer(redis_server.url)
+    with TestClient(serve.create_app(redis_server.url)) as api:
+        for i, scores in enumerate(({1: 5.0, 2: 4.0}, {2: 6.0, 1: 5.0}, {3: 1.0})):
+            assert w.write(snap("all", 60 * (i + 1), scores)) is True
+            w.write(snap("1h", 60 * (i + 1), {9: 1.0}))
+            items = api.get("/api/rankings/products").json()["items"]
+            assert [(x["id"], x["score"]) for x in items] == sorted(
+                scores.items(), key=lambda kv: -kv[1])
+            assert items[0]["name"] == f"Product {items[0]['id']}"
+        before = redis_server.client().hmget("shopstream:meta", "all:written_at_us")
+        w.write(snap("1h", 600, {8: 2.0}))  # another horizon: the all-time version stays
+        assert redis_server.client().hmget("shopstream:meta", "all:written_at_us") == before
+        assert api.get("/api/rankings/products?horizon=1h").json()["items"][0]["id"] == 8

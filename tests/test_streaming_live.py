@@ -43,6 +43,18 @@ def _session(start: dt.datetime, product: int, adds: int):
     return out
 
 
+def _settled_scores(events, products_csv) -> dict:
+    """The all-time product scores once every visit has settled: the SPEC §2 reference
+    (whole sessions, no Beam) over the distinct events, default weights as the stream."""
+    from transforms import engagement, records, scoring, session_rules, slices, top_n
+
+    unique, _ = session_rules.drop_duplicates(records.parse_click(e) for e in events)
+    table = engagement.compute_engagement(session_rules.enrich_session(unique, visit_gap=3))
+    snap = top_n.make_snapshot("all", None, table, slices.load_products([str(products_csv)]),
+                               scoring.DEFAULT_WEIGHTS)
+    return dict(snap.rankings["products"]), snap.records
+
+
 def _publish(emu: PubSubEmulator, topic: str, events) -> None:
     from google.cloud import pubsub_v1
 
@@ -82,18 +94,24 @@ def test_published_events_show_up_in_rankings(pubsub, redis_server, tmp_path, ca
                        "event_id": "bad-1", "traffic_source": "WEB", "event_metadata": ""})
         _publish(pubsub, topic, events)
         client = redis_server.client()
+        # adds show up at once, inferred views and dwell once their visit has settled:
+        # wait for the settled rankings (the reference's scores), not the first three
+        settled, settled_records = _settled_scores(events[:-1], products)
         deadline = time.time() + 150
-        members = []
-        while time.time() < deadline:
-            members = client.zrevrange("shopstream:top:all:products", 0, -1)
-            if len(members) == 3:
-                break
-            if stream.poll() is not None:
+        scores = {}
+        while time.time() < deadline and stream.poll() is None:
+            scores = dict(client.zrevrange("shopstream:top:all:products", 0, -1,
+                                           withscores=True))
+            if scores == pytest.approx(settled, rel=1e-9):
                 break
             time.sleep(1)
         assert stream.poll() is None, stream.stdout.read()[-3000:]
-        assert members == ["303", "202", "101"]
-        # duplicates are not double counted: 202 has 2 adds + 3 inferred views, never 3 adds
+        assert scores == pytest.approx(settled, rel=1e-9)
+        assert client.zrevrange("shopstream:top:all:products", 0, -1) == ["303", "202", "101"]
+        # duplicates are not double counted: 202 has 2 adds + 3 inferred views, never 3
+        # adds (15 records counted; the redelivered add would make 16)
+        assert settled_records == 15
+        assert client.hget("shopstream:meta", "all:records") == str(settled_records)
         assert client.zscore("shopstream:top:all:products", "202") < \
             client.zscore("shopstream:top:all:products", "303")
         assert client.zrevrange("shopstream:top:all:brands", 0, 0) == ["Titan"]

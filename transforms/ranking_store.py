@@ -15,7 +15,9 @@ Keys (``prefix`` defaults to ``shopstream``):
   ``{h}:current_to``, ``{h}:current_to_us``, ``{h}:written_at``, ``{h}:written_at_us``,
   ``{h}:records`` (records counted), ``{h}:window_end_us`` (sliding horizons).
   ``current_to`` is the event time of the latest record a ranking counts; ``written_at``
-  is wall-clock time of the write.
+  is wall-clock time of the write. A writer rewrites a horizon's fields in the same
+  MULTI/EXEC as its rankings: readers (the HTTP API) take unchanged
+  :func:`version_fields` as unchanged rankings.
 * ``{prefix}:names:products`` — hash: product id → productDisplayName.
 * ``{prefix}:dims:{horizon}`` — set of the dimensions currently written for a horizon
   (lets a writer delete rankings that became empty).
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
 KEY_PREFIX = "shopstream"
@@ -107,13 +109,17 @@ def validate_redis_url(url: str) -> str:
 
 
 def connect(url: str, *, socket_timeout: float = 5.0, socket_connect_timeout: float = 3.0,
-            decode_responses: bool = True, **kwargs):
-    """A Redis client for a ``redis://`` or ``rediss://`` (TLS) URL.
+            decode_responses: bool = True, asyncio: bool = False, **kwargs):
+    """A Redis client for a ``redis://`` or ``rediss://`` (TLS) URL (``asyncio=True``:
+    a ``redis.asyncio`` one, for servers answering on an event loop).
 
     The password comes from the URL, else from ``$REDIS_PASSWORD``. The client does no
     retries of its own (callers decide); it never logs the URL.
     """
-    import redis
+    if asyncio:
+        from redis import asyncio as redis
+    else:
+        import redis
 
     validate_redis_url(url)
     if urlsplit(url).password is None and os.environ.get("REDIS_PASSWORD"):
@@ -160,64 +166,75 @@ def read_ranking(client, dimension: str = "products", horizon: str = "all",
     Names are looked up (HMGET) only for the members returned; the writer never removes
     a name, so a name read after the ranking still belongs to it.
     """
+    key, kind = ranking_target(dimension, horizon, gender, season, prefix)
+    # ≤ top_n members: ties are sorted here
+    pairs = top_pairs(kind, key, client.zrevrange(key, 0, -1, withscores=True), limit)
+    members = members_to_name(kind, pairs)
+    names = dict(zip(members, client.hmget(names_key(prefix), members))) if members else {}
+    return ranked_items(kind, pairs, names)
+
+
+def ranking_target(dimension: str = "products", horizon: str = "all",
+                   gender: Optional[str] = None, season: Optional[str] = None,
+                   prefix: str = KEY_PREFIX) -> Tuple[str, str]:
+    """``(key, kind)`` of a ranking: its sorted set and ``products`` / ``brands`` /
+    ``subcategories`` (``dimension`` as in :func:`read_ranking`)."""
     if horizon not in HORIZONS:
         raise ValueError(f"unknown horizon {horizon!r}; expected one of {', '.join(HORIZONS)}")
     dim = dimension if ":" in dimension else dimension_key(dimension, gender, season)
-    kind = dim.split(":", 1)[0]
-    key = top_key(horizon, dim, prefix)
-    limit = max(0, int(limit))
-    ranked = client.zrevrange(key, 0, -1, withscores=True)  # ≤ top_n members: sort ties here
+    return top_key(horizon, dim, prefix), dim.split(":", 1)[0]
+
+
+def version_fields(horizon: str) -> Tuple[str, str, str]:
+    """The ``{prefix}:meta`` fields (HMGET them) that tell which version of a horizon's
+    rankings Redis holds: the writer rewrites them in the same MULTI/EXEC as the
+    rankings, so while they are unchanged so is every ranking of the horizon."""
+    return f"{horizon}:current_to_us", f"{horizon}:written_at_us", "written_at_us"
+
+
+def ranking_version(values: Sequence[Any]) -> tuple:
+    """The version named by the :func:`version_fields` values (as HMGET returns them):
+    the horizon's ``written_at_us`` when the writer recorded the horizon, else the
+    overall one (the fields :func:`decode_meta` and freshness fall back to)."""
+    current_to, horizon_written, written = (None if v is None else _text(v) for v in values)
+    if current_to is not None:
+        return ("horizon", _int_or_none(horizon_written))
+    return ("overall", _int_or_none(written))
+
+
+def meta_version(meta: Dict[str, Any], horizon: str) -> tuple:
+    """:func:`ranking_version` of a decoded meta hash (:func:`read_meta`)."""
+    own = (meta.get("horizons") or {}).get(horizon)
+    if own is not None:
+        return ("horizon", own.get("written_at_us"))
+    return ("overall", meta.get("written_at_us"))
+
+
+def top_pairs(kind: str, key: str, ranked, limit: int) -> List[Tuple[str, float]]:
+    """ZREVRANGE … WITHSCORES of a whole ranking (≤ top_n members) → its first ``limit``
+    ``(member, score)`` ordered like the writer ranks ties; :class:`UnusableRanking` if
+    any score is not finite."""
     pairs = [(_text(m), float(s)) for m, s in ranked]
     check_scores(key, pairs)
     pairs.sort(key=lambda ms: _sort_key(kind, ms[0], ms[1]))
-    pairs = pairs[:limit]
-    if kind == "products":
-        members = [m for m, _ in pairs]
-        found = client.hmget(names_key(prefix), members) if members else []
-        names = {m: (_text(v) if v is not None else None) for m, v in zip(members, found)}
-        return [{"rank": i, "id": int(m) if m.isdigit() else m, "name": names.get(m),
-                 "score": s} for i, (m, s) in enumerate(pairs, start=1)]
-    return [{"rank": i, "id": m, "name": m, "score": s}
-            for i, (m, s) in enumerate(pairs, start=1)]
+    return pairs[:max(0, int(limit))]
 
 
-def read_ranking_with_meta(client, dimension: str = "products", horizon: str = "all",
-                           gender: Optional[str] = None, season: Optional[str] = None,
-                           limit: int = 10, names_cache: Optional[dict] = None,
-                           prefix: str = KEY_PREFIX):
-    """``(items, meta)``: :func:`read_ranking` and :func:`read_meta` in one round trip
-    (a pipeline). With ``names_cache`` (a dict the caller keeps), product names are
-    looked up only for members not seen since the horizon's ranking was last written
-    (the cache is emptied whenever its ``written_at_us`` changes)."""
-    if horizon not in HORIZONS:
-        raise ValueError(f"unknown horizon {horizon!r}; expected one of {', '.join(HORIZONS)}")
-    dim = dimension if ":" in dimension else dimension_key(dimension, gender, season)
-    kind = dim.split(":", 1)[0]
-    key = top_key(horizon, dim, prefix)
-    pipe = client.pipeline(transaction=False)
-    pipe.zrevrange(key, 0, -1, withscores=True)
-    pipe.hgetall(meta_key(prefix))
-    ranked, raw_meta = pipe.execute()
-    pairs = [(_text(m), float(s)) for m, s in ranked]
-    check_scores(key, pairs)
-    pairs.sort(key=lambda ms: _sort_key(kind, ms[0], ms[1]))
-    pairs = pairs[:max(0, int(limit))]
-    meta = decode_meta(raw_meta)
+def members_to_name(kind: str, pairs) -> List[str]:
+    """The members whose names :func:`ranked_items` needs (HMGET them from
+    :func:`names_key`): product ids; brands and sub-categories are their own names."""
+    return [m for m, _ in pairs] if kind == "products" else []
+
+
+def ranked_items(kind: str, pairs, names: Optional[Dict[str, Any]] = None) -> List[dict]:
+    """``[{rank, id, name, score}]`` (the shape of :func:`read_ranking`)."""
     if kind != "products":
         return [{"rank": i, "id": m, "name": m, "score": s}
-                for i, (m, s) in enumerate(pairs, start=1)], meta
-    cache = names_cache if names_cache is not None else {}
-    version = (meta.get("horizons", {}).get(horizon) or {}).get("written_at_us")
-    if cache.get("version") != version:
-        cache.clear()
-        cache.update(version=version, names={})
-    names = cache.setdefault("names", {})
-    missing = [m for m, _ in pairs if m not in names]
-    if missing:
-        names.update({m: (_text(v) if v is not None else None)
-                      for m, v in zip(missing, client.hmget(names_key(prefix), missing))})
-    return [{"rank": i, "id": int(m) if m.isdigit() else m, "name": names.get(m), "score": s}
-            for i, (m, s) in enumerate(pairs, start=1)], meta
+                for i, (m, s) in enumerate(pairs, start=1)]
+    names = names or {}
+    return [{"rank": i, "id": int(m) if m.isdigit() else m,
+             "name": None if names.get(m) is None else _text(names[m]), "score": s}
+            for i, (m, s) in enumerate(pairs, start=1)]
 
 
 def known_dimensions(client, horizon: str, prefix: str = KEY_PREFIX) -> List[str]:

@@ -232,9 +232,10 @@ def parse_time_us(value: Any, field: str) -> int:
 
 
 def format_time_us(us: int) -> str:
-    """Microseconds since the epoch → the Fashion Campus form ``...T15:54:32.821085Z``."""
+    """Microseconds since the epoch → the Fashion Campus form ``...T15:54:32.821085Z``
+    (RFC 3339: the year has 4 digits even before 1000, where strftime drops them)."""
     t = EPOCH + dt.timedelta(microseconds=us)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return t.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def time_us_to_datetime(us: int) -> dt.datetime:
