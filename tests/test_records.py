@@ -7,7 +7,6 @@ import io
 import json
 import random
 import re
-import time
 
 import pytest
 
@@ -465,9 +464,14 @@ def test_fast_path_is_taken_for_the_common_shape(monkeypatch):
 
 
 # --------------------------------------------------------------------- size limits
-def test_one_megabyte_metadata_is_refused_fast():
+def test_one_megabyte_metadata_is_refused_before_it_is_evaluated(monkeypatch):
+    real = R.ast.literal_eval
+
+    def bounded(text, *a, **k):  # the cost that must stay bounded: never a huge literal
+        assert len(text) <= R.MAX_LITERAL_CHARS, f"literal_eval of {len(text)} chars"
+        return real(text, *a, **k)
+    monkeypatch.setattr(R.ast, "literal_eval", bounded)
     big = "{'search_keywords': '" + "a" * 1_000_000 + "'}"
-    t0 = time.perf_counter()
     line = click_line("SEARCH", big)
     d = dead("click_stream", line)
     assert d.reason == f"line too long ({len(line)} chars > {R.MAX_RAW_CHARS})"
@@ -479,7 +483,6 @@ def test_one_megabyte_metadata_is_refused_fast():
     digits = "{'product_id': " + "1" * 1_000_000 + "}"
     assert reason_of(parse_click, click_row(event_name="ADD_TO_CART", event_metadata=digits)
                      ).startswith("event_metadata is too large")
-    assert time.perf_counter() - t0 < 2.0
 
 
 def test_literal_just_over_the_limit_in_a_short_line():
@@ -786,7 +789,6 @@ def test_fuzz_parse_or_dead_never_raises():
         "product": [PRODUCT_LINE],
     }
     counts = {"record": 0, "dead": 0}
-    t0 = time.perf_counter()
     for kind, lines in seeds.items():
         for line in lines:
             as_json = json.dumps(dict(zip(R.COLUMNS[kind], next(csv.reader([line])))))
@@ -800,7 +802,6 @@ def test_fuzz_parse_or_dead_never_raises():
             _check_never_raises(kind, blob, "csv")
             _check_never_raises(kind, blob, "json")
     assert counts["record"] > 100 and counts["dead"] > 100  # the fuzz hits both outcomes
-    assert time.perf_counter() - t0 < 8
 
 
 def test_hostile_inputs_never_raise_via_parse_or_dead():
