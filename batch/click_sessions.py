@@ -5,7 +5,8 @@ accumulates (``click_time``), so one DoFn call reads a byte range of the file (t
 reader and record rules as the bounded replay: ``transforms.sources``), parses and
 validates its records and adds each valid event to its session's accumulator. Only one
 ``(session_id, accumulator)`` per session and split crosses into the shuffle, not one
-element per event; ``SessionActivity`` merges them (:class:`batch.combiners.PartialsFn`).
+element per event; ``SessionActivity`` merges them with the session's owners
+(:func:`batch.steps.owned_session_stat`).
 """
 from __future__ import annotations
 

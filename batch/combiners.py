@@ -91,26 +91,6 @@ class SessionTimesFn(beam.CombineFn):
         return tuple(sorted(first.values()))
 
 
-class PartialsFn(beam.CombineFn):
-    """``fn`` over inputs that are already accumulators of ``fn`` (partial results made
-    where the data was read, e.g. :class:`batch.click_sessions.ClickTimesFn`)."""
-
-    def __init__(self, fn: beam.CombineFn):
-        self.fn = fn
-
-    def create_accumulator(self):
-        return self.fn.create_accumulator()
-
-    def add_input(self, acc, partial):
-        return self.fn.merge_accumulators([acc, partial])
-
-    def merge_accumulators(self, accs):
-        return self.fn.merge_accumulators(accs)
-
-    def extract_output(self, acc):
-        return self.fn.extract_output(acc)
-
-
 class DailySalesFn(beam.CombineFn):
     def create_accumulator(self):
         return sales.daily_init()

@@ -13,6 +13,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from batch import churn_features as cf
+from batch.combiners import SessionTimesFn
 from batch.geo import ProvinceLocator
 from transforms import records
 from transforms.warehouse import arrow_schema
@@ -83,13 +84,19 @@ def session_stat_as_of(kv, as_of, visit_gap_s: float):
     return sid, cf.session_stat([t for t in times if t < end], visit_gap_s)
 
 
-def session_rows(kv):
-    """CoGroupByKey(stat, owner) of one session → (customer_id, SessionStat)."""
-    _sid, grouped = kv
-    stats = [s for s in grouped["stat"] if s is not None]
+def owned_session_stat(kv, as_of, visit_gap_s: float, times_fn=SessionTimesFn()):
+    """CoGroupByKey(times: partial SessionTimesFn accumulators, owner: customer ids) of
+    one session → (owner, SessionStat of its events up to as_of); nothing for a session
+    without a booking (no customer is known) or without events."""
+    sid, grouped = kv
     owner = cf.session_owner(grouped["owner"])
-    if stats and owner is not None:
-        yield owner, stats[0]
+    partials = list(grouped["times"])
+    if owner is None or not partials:
+        return
+    times = times_fn.extract_output(times_fn.merge_accumulators(partials))
+    _sid, stat = session_stat_as_of((sid, times), as_of, visit_gap_s)
+    if stat is not None:
+        yield owner, stat
 
 
 def customer_rows(kv, as_of):

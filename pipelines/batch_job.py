@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from batch import churn_features as cf
 from batch import sales
 from batch.click_sessions import ReadClickTimes
-from batch.combiners import DailySalesFn, PartialsFn, PickBookingFn, SessionTimesFn, TimeRangeFn
+from batch.combiners import DailySalesFn, PickBookingFn, TimeRangeFn
 from batch.inputs import KINDS, find_inputs
 from batch.steps import (
     ArrowBatchesFn,
@@ -38,9 +38,8 @@ from batch.steps import (
     customer_rows,
     dead_row,
     first_by_repr,
+    owned_session_stat,
     run_info,
-    session_rows,
-    session_stat_as_of,
 )
 from models import churn
 from pipelines.batch_options import ShopstreamBatchOptions
@@ -158,15 +157,13 @@ def build_pipeline(p: beam.Pipeline, opts: PipelineOptions, inputs: Optional[Dic
              | "DailySales" >> beam.CombinePerKey(DailySalesFn())
              | "DailyRows" >> beam.MapTuple(sales.daily_row))
 
-    # churn: sessions (a combine per session over the click stream: ClickTimes in the
-    # reader, then the partial SessionTimesFn accumulators merged), bookings, customer
-    stats = (parsed["click_stream"]
-             | "SessionActivity" >> beam.CombinePerKey(PartialsFn(SessionTimesFn()))
-             | "SessionStats" >> beam.Map(session_stat_as_of, as_of, o.visit_gap))
+    # churn: sessions, bookings, customer. The click stream arrives as partial
+    # SessionTimesFn accumulators (ClickTimes, in the reader); one shuffle per session
+    # joins them with the session's owners and merges them into a SessionStat.
     owners = txns | "SessionOwners" >> beam.Map(lambda t: (t.session_id, t.customer_id))
-    sessions = ({"stat": stats, "owner": owners}
+    sessions = ({"times": parsed["click_stream"], "owner": owners}
                 | "JoinSessionOwners" >> beam.CoGroupByKey()
-                | "SessionsByCustomer" >> beam.FlatMap(session_rows))
+                | "SessionActivity" >> beam.FlatMap(owned_session_stat, as_of, o.visit_gap))
     bookings = txns | "BookingsByCustomer" >> beam.Map(
         lambda t: (t.customer_id, cf.booking_of(t)))
     churn = ({"bookings": bookings, "sessions": sessions, "customer": customers}
