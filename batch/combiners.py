@@ -88,6 +88,12 @@ class SessionTimesFn(beam.CombineFn):
             keys.extend(k)
         return (times, keys)
 
+    @staticmethod
+    def duplicates(acc) -> int:
+        """How many of the accumulated events repeat an event id (extract_output's count,
+        without sorting the times)."""
+        return len(acc[1]) - len(set(acc[1]))
+
     def extract_output(self, acc):
         first: Dict[int, int] = {}
         for t, k in zip(*acc):

@@ -8,12 +8,15 @@ import logging
 from typing import Any, Dict, Optional
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
 from batch import churn_features as cf
+from batch.combiners import SessionTimesFn
 from batch.geo import ProvinceLocator
 from transforms import records
-from transforms.warehouse import column_names
+from transforms.warehouse import arrow_schema
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +49,6 @@ class UnwrapBookingFn(beam.DoFn):
         yield txn
 
 
-class CountDuplicateEventsFn(beam.DoFn):
-    """(session, SessionTimes) → (session, times), counting repeated event ids as
-    ``click_stream_duplicate`` (SPEC §2: a repeat is a duplicate in the run summary)."""
-
-    def __init__(self):
-        self.duplicates = Metrics.counter(NAMESPACE, "click_stream_duplicate")
-
-    def process(self, kv):
-        sid, st = kv
-        if st.duplicates:
-            self.duplicates.inc(st.duplicates)
-        yield sid, st.times
-
-
 class LocateProvincesFn(beam.DoFn):
     """Raw home_location → ProvinceCentre (geopy when enabled and reachable)."""
 
@@ -87,18 +76,46 @@ def before(t_us: int, as_of: Optional[dt.date]) -> bool:
 
 
 def session_stat_as_of(kv, as_of, visit_gap_s: float):
-    """(session, times) → (session, SessionStat of the events up to as_of, or None)."""
-    sid, times = kv
-    return sid, cf.session_stat([t for t in times if before(t, as_of)], visit_gap_s)
+    """(session, SessionTimes) → (session, SessionStat of the events up to as_of, or None)."""
+    sid, st = kv
+    if as_of is None:
+        return sid, None
+    end = cf.as_of_end_us(as_of)   # what before() tests, computed once per session
+    return sid, cf.session_stat([t for t in st.times if t < end], visit_gap_s)
 
 
-def session_rows(kv):
-    """CoGroupByKey(stat, owner) of one session → (customer_id, SessionStat)."""
-    _sid, grouped = kv
-    stats = [s for s in grouped["stat"] if s is not None]
+def owned_session_stat(kv, as_of, visit_gap_s: float, times_fn=SessionTimesFn()):
+    """CoGroupByKey(times: partial SessionTimesFn accumulators, owner: customer ids) of
+    one session → ((owner, SessionStat of its events up to as_of) or None, the number of
+    repeated event ids). No row for a session without a booking (no customer is known)
+    or without events; its repeats are counted all the same."""
+    sid, grouped = kv
+    partials = list(grouped["times"])
+    if not partials:
+        return None, 0
+    acc = times_fn.merge_accumulators(partials)
     owner = cf.session_owner(grouped["owner"])
-    if stats and owner is not None:
-        yield owner, stats[0]
+    if owner is None:
+        return None, SessionTimesFn.duplicates(acc)
+    st = times_fn.extract_output(acc)
+    _sid, stat = session_stat_as_of((sid, st), as_of, visit_gap_s)
+    return (None if stat is None else (owner, stat)), st.duplicates
+
+
+class SessionActivityFn(beam.DoFn):
+    """:func:`owned_session_stat` per session, counting repeated event ids as
+    ``click_stream_duplicate`` (SPEC §2: a repeat is a duplicate in the run summary)."""
+
+    def __init__(self, visit_gap_s: float):
+        self.visit_gap_s = visit_gap_s
+        self.duplicates = Metrics.counter(NAMESPACE, "click_stream_duplicate")
+
+    def process(self, kv, as_of):
+        row, repeats = owned_session_stat(kv, as_of, self.visit_gap_s)
+        if repeats:
+            self.duplicates.inc(repeats)
+        if row is not None:
+            yield row
 
 
 def customer_rows(kv, as_of):
@@ -113,9 +130,33 @@ def customer_rows(kv, as_of):
         customer.birthdate if customer else None)
 
 
-def to_table_row(row: Dict[str, Any], table: str) -> Dict[str, Any]:
-    """Project a row on the table's columns (Parquet needs every column)."""
-    return {c: row.get(c) for c in column_names(table)}
+class ArrowBatchesFn(beam.DoFn):
+    """Row dicts → pyarrow Tables of ``table``'s schema, ``batch_rows`` rows each (the
+    rest at the end of the bundle), for ``WriteToParquetBatched``: the columns are built
+    by Arrow in C, not row by row in Python. Missing columns are NULL (Parquet needs
+    every column), extra keys are left out."""
+
+    def __init__(self, table: str, batch_rows: int = 20_000):
+        self.table, self.batch_rows = table, batch_rows
+
+    def setup(self):
+        self.schema = arrow_schema(self.table)
+
+    def start_bundle(self):
+        self.rows = []
+
+    def process(self, row):
+        self.rows.append(row)
+        if len(self.rows) >= self.batch_rows:
+            yield self._table()
+
+    def finish_bundle(self):
+        if self.rows:
+            yield GlobalWindows.windowed_value(self._table())
+
+    def _table(self):
+        rows, self.rows = self.rows, []
+        return pa.Table.from_pylist(rows, schema=self.schema)
 
 
 def dead_row(d: records.DeadLetter) -> Dict[str, Any]:

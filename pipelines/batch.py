@@ -26,6 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from batch.inputs import KINDS, usable_inputs
 from batch.steps import NAMESPACE, dead_row
 from models import artifacts
+from pipelines import direct_runner_fix
 from pipelines.batch_job import OUTPUT_TABLES, build_pipeline
 from pipelines.batch_options import ShopstreamBatchOptions
 from pipelines.batch_staging import cleanup, read_run_info, staging_for, write_table
@@ -73,6 +74,8 @@ def run_pipeline(opts: PipelineOptions) -> Dict[str, Any]:
     std = opts.view_as(StandardOptions)
     if not std.runner:
         std.runner = "DirectRunner"   # never let Beam try Prism (it downloads, offline)
+    if "Direct" in str(std.runner):
+        direct_runner_fix.apply()     # DoFn specs once per class, not per bundle
 
     inputs, header_dead = usable_inputs(o.input)
     for d in header_dead:

@@ -25,12 +25,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from batch import churn_features as cf
 from batch import sales
-from batch.combiners import DailySalesFn, PickBookingFn, SessionTimesFn, TimeRangeFn, event_key
+from batch.click_sessions import ReadClickTimes
+from batch.combiners import DailySalesFn, PickBookingFn, TimeRangeFn
 from batch.inputs import KINDS, find_inputs
 from batch.steps import (
-    CountDuplicateEventsFn,
+    ArrowBatchesFn,
     CountFn,
     LocateProvincesFn,
+    SessionActivityFn,
     UnwrapBookingFn,
     as_of_date,
     before,
@@ -38,15 +40,12 @@ from batch.steps import (
     dead_row,
     first_by_repr,
     run_info,
-    session_rows,
-    session_stat_as_of,
-    to_table_row,
 )
 from models import churn
 from pipelines.batch_options import ShopstreamBatchOptions
 from pipelines.batch_staging import cleanup, join, read_run_info, write_table
 from transforms import records
-from transforms.sources import ReadSmallTable, ReadTableFiles
+from transforms.sources import ReadSmallTable, ReadTableChunks
 from transforms.warehouse import arrow_schema, open_warehouse
 
 log = logging.getLogger(__name__)
@@ -98,16 +97,24 @@ def build_pipeline(p: beam.Pipeline, opts: PipelineOptions, inputs: Optional[Dic
     if not inputs.get("transactions"):
         raise ValueError(f"no transactions files under {o.input}")
 
+    # Files are read in byte ranges, one DoFn call per range (the bounded replay's
+    # reader); the click stream leaves its reader already reduced to one partial
+    # session accumulator per session and range (batch/click_sessions.py).
     parsed, dead = {}, []
     for kind in KINDS:
         label = _camel(kind)
         paths = inputs.get(kind) or []
         if paths:
-            out = p | f"Read{label}" >> (
-                ReadSmallTable(paths, kind) if kind in ("product", "customer")
-                else ReadTableFiles(paths, kind, timestamped=False))
-            parsed[kind] = out["records"] | f"CountValid{label}" >> beam.ParDo(
-                CountFn(f"{kind}_valid"))
+            if kind in ("product", "customer"):
+                reader = ReadSmallTable(paths, kind)
+            elif kind == "click_stream":
+                reader = ReadClickTimes(paths)
+            else:
+                reader = ReadTableChunks(paths, kind, timestamped=False)
+            out = p | f"Read{label}" >> reader
+            parsed[kind] = (out["records"] if kind == "click_stream" else
+                            out["records"] | f"CountValid{label}" >> beam.ParDo(
+                                CountFn(f"{kind}_valid")))
             dead.append(out["dead"] | f"CountDead{label}" >> beam.ParDo(
                 CountFn(f"{kind}_dead_lettered")))
         else:
@@ -150,17 +157,13 @@ def build_pipeline(p: beam.Pipeline, opts: PipelineOptions, inputs: Optional[Dic
              | "DailySales" >> beam.CombinePerKey(DailySalesFn())
              | "DailyRows" >> beam.MapTuple(sales.daily_row))
 
-    # churn: sessions (a combine per session over the click stream), bookings, customer
-    stats = (parsed["click_stream"]
-             | "ClickTimes" >> beam.Map(
-                 lambda e: (e.session_id, (e.event_time_us, event_key(e.event_id))))
-             | "SessionActivity" >> beam.CombinePerKey(SessionTimesFn())
-             | "CountClickDuplicates" >> beam.ParDo(CountDuplicateEventsFn())
-             | "SessionStats" >> beam.Map(session_stat_as_of, as_of, o.visit_gap))
+    # churn: sessions, bookings, customer. The click stream arrives as partial
+    # SessionTimesFn accumulators (ClickTimes, in the reader); one shuffle per session
+    # joins them with the session's owners and merges them into a SessionStat.
     owners = txns | "SessionOwners" >> beam.Map(lambda t: (t.session_id, t.customer_id))
-    sessions = ({"stat": stats, "owner": owners}
+    sessions = ({"times": parsed["click_stream"], "owner": owners}
                 | "JoinSessionOwners" >> beam.CoGroupByKey()
-                | "SessionsByCustomer" >> beam.FlatMap(session_rows))
+                | "SessionActivity" >> beam.ParDo(SessionActivityFn(o.visit_gap), as_of))
     bookings = txns | "BookingsByCustomer" >> beam.Map(
         lambda t: (t.customer_id, cf.booking_of(t)))
     churn = ({"bookings": bookings, "sessions": sessions, "customer": customers}
@@ -183,8 +186,8 @@ def build_pipeline(p: beam.Pipeline, opts: PipelineOptions, inputs: Optional[Dic
         prefix = join(staging, table, "part")
         written[f"Write{label}"] = (
             pc
-            | f"Rows{label}" >> beam.Map(to_table_row, table)
-            | f"Write{label}" >> beam.io.WriteToParquet(
+            | f"Rows{label}" >> beam.ParDo(ArrowBatchesFn(table))
+            | f"Write{label}" >> beam.io.WriteToParquetBatched(
                 prefix, arrow_schema(table), file_name_suffix=".parquet"))
         globs[table] = prefix + "*.parquet"
     written["WriteRunInfo"] = (

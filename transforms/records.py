@@ -332,6 +332,11 @@ def parse_literal(text: Any, field: str, kind: type) -> Any:
         raise InvalidRecord(f"{field} must be a {kind.__name__} literal, got {type(text).__name__}")
     if len(text) > MAX_LITERAL_CHARS:
         raise InvalidRecord(f"{field} is too large ({len(text)} chars > {MAX_LITERAL_CHARS})")
+    if text == "[]" or text == "{}":  # what literal_eval gives, without compiling
+        value = [] if text == "[]" else {}
+        if not isinstance(value, kind):
+            raise InvalidRecord(f"{field} is a {type(value).__name__}, not a {kind.__name__}")
+        return value
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:

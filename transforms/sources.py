@@ -501,9 +501,11 @@ class ReadTableChunks(beam.PTransform):
 
     def __init__(self, paths: Iterable[str], kind: str, buckets: int = 0,
                  chunk_bytes: int = CHUNK_BYTES, spill_dir: Optional[str] = None,
-                 max_future: float = DEFAULT_MAX_FUTURE, progress_dir: Optional[str] = None):
+                 max_future: float = DEFAULT_MAX_FUTURE, progress_dir: Optional[str] = None,
+                 timestamped: bool = True):
         super().__init__()
         self.paths, self.kind, self.buckets = list(paths), kind, buckets
+        self.timestamped = timestamped
         self.chunk_bytes, self.spill_dir = chunk_bytes, spill_dir
         self.max_future = max_future
         self.progress_dir = progress_dir
@@ -520,7 +522,7 @@ class ReadTableChunks(beam.PTransform):
         out = (pbegin
                | "Splits" >> beam.Create(splits)  # reshuffled: spread over workers
                | "Parse" >> beam.ParDo(ParseChunks(
-                   self.kind, self.buckets, spill_dir=self.spill_dir, sizes=sizes,
+                   self.kind, self.buckets, self.timestamped, spill_dir=self.spill_dir, sizes=sizes,
                    max_future=self.max_future, progress_dir=self.progress_dir)).with_outputs(
                    DEAD, main="records"))
         return {"records": out.records, "dead": out[DEAD]}

@@ -72,9 +72,10 @@ def _tree_rss_kb(root: int) -> int:
 
 
 def run_timed(cmd, env=None) -> dict:
-    """Run a child process; wall seconds, its peak RSS (MB, via wait4: the largest single
-    process) and the peak RSS summed over its process tree (sampled every 0.5 s —
-    multi-process runners have worker processes)."""
+    """Run a child process; wall seconds, CPU seconds (user + system of the child and the
+    children it waited for: steadier than wall time on a shared machine), its peak RSS
+    (MB, via wait4: the largest single process) and the peak RSS summed over its process
+    tree (sampled every 0.5 s — multi-process runners have worker processes)."""
     import tempfile
     import threading
 
@@ -101,6 +102,7 @@ def run_timed(cmd, env=None) -> dict:
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({code}):\n{err[-3000:]}")
-    return {"seconds": secs, "peak_rss_mb": usage.ru_maxrss / 1024,
+    return {"seconds": secs, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mb": usage.ru_maxrss / 1024,
             "peak_tree_rss_mb": max(peak[0], usage.ru_maxrss) / 1024,
             "stdout": out, "stderr": err}
