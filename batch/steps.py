@@ -73,9 +73,12 @@ def before(t_us: int, as_of: Optional[dt.date]) -> bool:
 
 
 def session_stat_as_of(kv, as_of, visit_gap_s: float):
-    """(session, times) → (session, SessionStat of the events up to as_of, or None)."""
-    sid, times = kv
-    return sid, cf.session_stat([t for t in times if before(t, as_of)], visit_gap_s)
+    """(session, (times, kinds)) → (session, SessionStat of the events up to as_of, or
+    None)."""
+    sid, (times, kinds) = kv
+    keep = [i for i, t in enumerate(times) if before(t, as_of)]
+    return sid, cf.session_stat([times[i] for i in keep], visit_gap_s,
+                                [kinds[i] for i in keep])
 
 
 def session_rows(kv):

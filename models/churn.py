@@ -259,6 +259,9 @@ def train(table, *, eval_months: int = 3, gap_months: int = 2, calib_fraction: f
           n_estimators: int = 300, min_samples_leaf: int = 10, max_depth: Optional[int] = None,
           max_features: Any = 0.4, calibrate_on: str = "pool", monotone: bool = True,
           calibration: str = "sigmoid", seed: int = 0, n_jobs: int = 2,
+          estimator: str = "forest", learning_rate: float = 0.05, max_leaf_nodes: int = 15,
+          l2_regularization: float = 1.0, class_weight: Any = None,
+          features: Optional[Sequence[str]] = None,
           permutation_repeats: int = 5, max_importance_rows: int = 20_000,
           oracle: Optional[Mapping[Tuple[int, dt.date], float]] = None) -> TrainResult:
     """Train, calibrate and evaluate on ``table`` (churn_features rows, any shape
@@ -274,7 +277,7 @@ def train(table, *, eval_months: int = 3, gap_months: int = 2, calib_fraction: f
     cols = to_columns(table)
     if not cols or not cols.get("month"):
         raise ValueError("churn_features is empty: run `shopstream batch` first")
-    features = feature_list(list(cols))
+    features = feature_list(list(cols)) if features is None else list(features)
     months = np.array([m if isinstance(m, dt.date) else dt.date.fromisoformat(str(m)[:10])
                        for m in cols["month"]], dtype=object)
     labels = cols["churned"]
@@ -304,9 +307,18 @@ def train(table, *, eval_months: int = 3, gap_months: int = 2, calib_fraction: f
     fingerprint.update(json.dumps([features, n_estimators, min_samples_leaf, max_depth,
                                    calibration, seed, _sklearn_version()]).encode())
     cst = [MONOTONE.get(f, 0) for f in features] if monotone else None
-    forest = RandomForestClassifier(
-        n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, max_depth=max_depth,
-        max_features=max_features, n_jobs=n_jobs, random_state=seed, monotonic_cst=cst)
+    if estimator == "boosting":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        forest = HistGradientBoostingClassifier(
+            max_iter=n_estimators, learning_rate=learning_rate, max_leaf_nodes=max_leaf_nodes,
+            min_samples_leaf=min_samples_leaf, l2_regularization=l2_regularization,
+            max_depth=max_depth, early_stopping=False, random_state=seed,
+            monotonic_cst=cst, class_weight=class_weight)
+    else:
+        forest = RandomForestClassifier(
+            n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, max_depth=max_depth,
+            max_features=max_features, n_jobs=n_jobs, random_state=seed, monotonic_cst=cst,
+            class_weight=class_weight)
     if calibrate_on == "pool":
         # the forest sees every labelled month before the gap; the calibration uses
         # cross-validated predictions on them (ensemble=False: one forest in the end)

@@ -152,7 +152,8 @@ def build_pipeline(p: beam.Pipeline, opts: PipelineOptions, inputs: Optional[Dic
     # churn: sessions (a combine per session over the click stream), bookings, customer
     stats = (parsed["click_stream"]
              | "ClickTimes" >> beam.Map(
-                 lambda e: (e.session_id, (e.event_time_us, event_key(e.event_id))))
+                 lambda e: (e.session_id, (e.event_time_us, event_key(e.event_id),
+                                           cf.event_kind(e.event_name))))
              | "SessionActivity" >> beam.CombinePerKey(SessionTimesFn())
              | "SessionStats" >> beam.Map(session_stat_as_of, as_of, o.visit_gap))
     owners = txns | "SessionOwners" >> beam.Map(lambda t: (t.session_id, t.customer_id))
