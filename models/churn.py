@@ -183,13 +183,11 @@ def positive_proba(model, X: np.ndarray) -> np.ndarray:
 
 def read_oracle(path: str) -> Dict[Tuple[int, dt.date], float]:
     """(customer_id, month) → p_churn_3m from a generated data set's ground truth
-    (``ground_truth/customer_months.csv``, or the folder holding it)."""
+    (``ground_truth/customer_months.csv``, or the folder holding it; local or gs://)."""
     import csv
-    import os
 
-    if os.path.isdir(path):
-        path = os.path.join(path, "customer_months.csv")
-    with open(path, newline="", encoding="utf-8") as fh:
+    path, fh = artifacts.open_text(path, "customer_months.csv")
+    with fh:
         try:
             return {(int(r["customer_id"]), dt.date.fromisoformat(r["month"])):
                     float(r["p_churn_3m"]) for r in csv.DictReader(fh)}
