@@ -51,11 +51,11 @@ def test_session_stat_counts_active_time_within_visits_only():
 
 def test_session_stat_counts_carts_left_after_the_last_booking():
     t0 = us("2021-01-01T00:00:00Z")
-    A, B, O = cf.ADD_TO_CART, cf.BOOKING, cf.OTHER
-    assert [cf.event_kind(n) for n in ("ADD_TO_CART", "BOOKING", "CLICK")] == [A, B, O]
+    A, B, N = cf.ADD_TO_CART, cf.BOOKING, cf.OTHER
+    assert [cf.event_kind(n) for n in ("ADD_TO_CART", "BOOKING", "CLICK")] == [A, B, N]
     s = 1_000_000
     # cart, booking, cart, cart: two carts left behind (whatever order the events come in)
-    times, kinds = [t0, t0 + s, t0 + 2 * s, t0 + 3 * s, t0 + 4 * s], [O, A, B, A, A]
+    times, kinds = [t0, t0 + s, t0 + 2 * s, t0 + 3 * s, t0 + 4 * s], [N, A, B, A, A]
     stat = cf.session_stat(reversed(times), 1800, reversed(kinds))
     assert (stat.n_events, stat.n_add_to_cart, stat.n_carts_after_last_booking) == (5, 3, 2)
     assert stat.abandoned_cart
