@@ -131,6 +131,20 @@ def test_features_never_include_ids_or_labels():
         churn.feature_list(["customer_id", "month"])
 
 
+def test_boosting_estimator_and_feature_override():
+    rows = synthetic_rows()
+    res = churn.train(rows, estimator="boosting", n_estimators=40, permutation_repeats=1,
+                      features=["recency_days", "frequency"])
+    assert res.metadata["model_type"].startswith("HistGradientBoostingClassifier")
+    assert res.bundle["features"] == ["recency_days", "frequency"]
+    assert res.metrics["roc_auc"] > 0.65            # churn follows recency in these rows
+    assert len(churn.predict_rows(res.bundle, rows[:5])) == 5
+    with pytest.raises(ValueError, match="churned"):
+        churn.train(rows, features=["recency_days", "churned"])
+    with pytest.raises(ValueError, match="unknown churn estimator"):
+        churn.train(rows, estimator="svm")
+
+
 def test_train_refuses_unlabelled_or_single_class_data():
     rows = synthetic_rows(months=0, unlabelled=2)
     with pytest.raises(ValueError, match="no labelled months"):
