@@ -29,7 +29,10 @@ Definitions (all times UTC; "end of M" = the first instant of month M+1, exclusi
   months' bookings, month-over-month changes (this month minus the previous one) of
   sessions, spend and failed payments, 3-month vs the 3 months before for bookings and
   sessions, the purchase rate per month since the first purchase and the purchases that
-  rate would have made during the current gap (recency × rate).
+  rate would have made during the current gap (recency × rate); carts left behind:
+  sessions ending in M whose last add-to-cart came after their last booking
+  (``abandoned_sessions``) and their share of the sessions of the last 3 months / of all
+  sessions so far.
 * churned — 1 if no successful purchase in months M+1..M+3, else 0; NULL where the last
   day of M+3 is after ``as_of``.
 """
@@ -63,6 +66,24 @@ class SessionStat(NamedTuple):
     end_us: int
     active_seconds: float
     n_events: int
+    n_add_to_cart: int = 0
+    #: ADD_TO_CART events after the session's last BOOKING (all of them without one):
+    #: carts left behind
+    n_carts_after_last_booking: int = 0
+
+    @property
+    def abandoned_cart(self) -> bool:
+        return self.n_carts_after_last_booking > 0
+
+
+#: Event kinds a session statistic needs (``event_kind``); every other event is OTHER.
+OTHER, ADD_TO_CART, BOOKING = 0, 1, 2
+_KINDS = {"ADD_TO_CART": ADD_TO_CART, "BOOKING": BOOKING}
+
+
+def event_kind(event_name: str) -> int:
+    """The kind code of an event name (OTHER, ADD_TO_CART or BOOKING)."""
+    return _KINDS.get(event_name, OTHER)
 
 
 # --------------------------------------------------------------------------- months
@@ -105,14 +126,27 @@ def as_of_end_us(as_of: dt.date) -> int:
 
 
 # --------------------------------------------------------------------------- sessions
-def session_stat(times_us: Iterable[int], visit_gap_s: float = DEFAULT_VISIT_GAP) -> Optional[SessionStat]:
-    """Start, end, active seconds and event count of one session's event times."""
-    ts = sorted(times_us)
+def session_stat(times_us: Iterable[int], visit_gap_s: float = DEFAULT_VISIT_GAP,
+                 kinds: Optional[Iterable[int]] = None) -> Optional[SessionStat]:
+    """Start, end, active seconds and event count of one session's event times; with
+    ``kinds`` (each event's :func:`event_kind`, in the order of ``times_us``) also its
+    add-to-carts and those after its last booking. A cart at the same instant as the
+    last booking counts as booked, so the result never depends on the order of ties."""
+    if kinds is None:
+        ts = sorted(times_us)
+        carts: List[int] = []
+        last_booking = None
+    else:
+        pairs = list(zip(times_us, kinds))
+        ts = sorted(t for t, _ in pairs)
+        carts = [t for t, k in pairs if k == ADD_TO_CART]
+        last_booking = max((t for t, k in pairs if k == BOOKING), default=None)
     if not ts:
         return None
     gap_us = visit_gap_s * 1_000_000
     active = sum(b - a for a, b in zip(ts, ts[1:]) if b - a <= gap_us) / 1_000_000
-    return SessionStat(ts[0], ts[-1], float(active), len(ts))
+    left = sum(1 for t in carts if last_booking is None or t > last_booking)
+    return SessionStat(ts[0], ts[-1], float(active), len(ts), len(carts), left)
 
 
 # --------------------------------------------------------------------------- rows
@@ -161,9 +195,11 @@ def churn_rows(customer_id: int, bookings: Iterable[Booking], sessions: Iterable
     sess_end = [s.end_us for s in sess]
     sess_prefix = [0.0]
     events_prefix = [0]
+    abandon_prefix = [0]
     for s in sess:
         sess_prefix.append(sess_prefix[-1] + s.active_seconds)
         events_prefix.append(events_prefix[-1] + s.n_events)
+        abandon_prefix.append(abandon_prefix[-1] + int(s.abandoned_cart))
     failed.sort()
     every_t = [b.created_at_us for b in every]
     promo_prefix, fee_prefix = [0], [0]
@@ -210,7 +246,8 @@ def churn_rows(customer_id: int, bookings: Iterable[Booking], sessions: Iterable
         rate = freq_total / (months_since_first + 1)
         failed_m = count_before(failed, end_us) - count_before(failed, start_us)
         failed_prev = count_before(failed, start_us) - count_before(failed, prev_us)
-        failed_3m = count_before(failed, end_us) - count_before(failed, start3_us)
+        len_failed_end = count_before(failed, end_us)
+        failed_3m = len_failed_end - count_before(failed, start3_us)
         monetary_m = prefix[i_end] - prefix[i_start]
         row = {
             "customer_id": customer_id,
@@ -252,6 +289,16 @@ def churn_rows(customer_id: int, bookings: Iterable[Booking], sessions: Iterable
             "failed_bookings_mom": failed_m - failed_prev,
             "frequency_trend_3m": (i_end - i_start3) - (i_start3 - i_start6),
             "session_trend_3m": (j_end - j_start3) - (j_start3 - j_start6),
+            "frequency_6m": i_end - i_start6,
+            "frequency_12m": i_end - count_before(succ_t, date_to_us(add_months(m, -11))),
+            "failed_share": len_failed_end / k_end if k_end else None,
+            "avg_shipment_fee": fee_prefix[k_end] / k_end if k_end else None,
+            "avg_session_events_all": events_prefix[j_end] / j_end if j_end else None,
+            "avg_session_minutes_all": sess_prefix[j_end] / j_end / 60.0 if j_end else None,
+            "abandoned_sessions": abandon_prefix[j_end] - abandon_prefix[j_start],
+            "abandoned_share_3m": ((abandon_prefix[j_end] - abandon_prefix[j_start3])
+                                   / (j_end - j_start3) if j_end > j_start3 else None),
+            "abandoned_share": abandon_prefix[j_end] / j_end if j_end else None,
             "purchase_rate": rate,
             "expected_missed_purchases": recency / 30.0 * rate,
             "churned": None,
@@ -315,14 +362,18 @@ def churn_features_in_memory(transactions: Iterable, click_events: Iterable = ()
     for t in txns:
         owners.setdefault(t.session_id, []).append(t.customer_id)
         by_customer.setdefault(t.customer_id, []).append(booking_of(t))
-    times: Dict[str, Dict[str, int]] = {}
+    times: Dict[str, Dict[str, Tuple[int, int]]] = {}
     for e in click_events:
         if e.session_id in owners and e.event_time_us < end:
             evs = times.setdefault(e.session_id, {})
-            evs[e.event_id] = min(e.event_time_us, evs.get(e.event_id, e.event_time_us))
+            seen = (e.event_time_us, event_kind(e.event_name))
+            old = evs.get(e.event_id)
+            if old is None or seen < old:          # a repeated id counts once, earliest
+                evs[e.event_id] = seen
     sessions: Dict[int, List[SessionStat]] = {}
     for sid, evs in times.items():
-        stat = session_stat(evs.values(), visit_gap_s)
+        stat = session_stat([t for t, _ in evs.values()], visit_gap_s,
+                            [k for _, k in evs.values()])
         sessions.setdefault(session_owner(owners[sid]), []).append(stat)
     info = {c.customer_id: c for c in customers}
     rows: List[Dict[str, Any]] = []

@@ -16,6 +16,7 @@ from typing import Iterable, Tuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from batch import churn_features as cf
 from batch.combiners import SessionTimesFn, event_key
 from transforms import records
 from transforms.csv_splits import CHUNK_BYTES, file_splits
@@ -32,9 +33,9 @@ from transforms.sources import (
 KIND = "click_stream"
 
 
-def click_time(e: records.ClickEvent) -> Tuple[int, int]:
+def click_time(e: records.ClickEvent) -> Tuple[int, int, int]:
     """What one valid click event adds to its session (a SessionTimesFn input)."""
-    return (e.event_time_us, event_key(e.event_id))
+    return (e.event_time_us, event_key(e.event_id), cf.event_kind(e.event_name))
 
 
 class ClickTimesFn(beam.DoFn):

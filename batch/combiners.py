@@ -64,29 +64,33 @@ def event_key(event_id: str) -> int:
 
 class SessionTimes(NamedTuple):
     times: tuple     # sorted times of the session's distinct events
+    kinds: bytes     # their churn_features.event_kind codes, in the same order
     duplicates: int  # events whose event_id the session already had
 
 
 class SessionTimesFn(beam.CombineFn):
-    """Per session: the sorted times of its distinct events (a redelivered event counts
-    once, at its earliest time) and how many repeats there were (:class:`SessionTimes`).
-    Fed straight from the parser, so the click stream is never materialised; the
-    accumulator is two flat int64 arrays (16 bytes per event)."""
+    """Per session: the times and kinds (``churn_features.event_kind``) of its distinct
+    events, in time order (a redelivered event counts once, at its earliest time), and
+    how many repeats there were (:class:`SessionTimes`). Fed straight from the parser as
+    (time, key, kind), so the click stream is never materialised; the accumulator is
+    three flat arrays (17 bytes per event)."""
 
     def create_accumulator(self):
-        return (array("q"), array("q"))
+        return (array("q"), array("q"), array("b"))
 
     def add_input(self, acc, value):
         acc[0].append(value[0])
         acc[1].append(value[1])
+        acc[2].append(value[2])
         return acc
 
     def merge_accumulators(self, accs):
-        times, keys = array("q"), array("q")
-        for t, k in accs:
+        times, keys, kinds = array("q"), array("q"), array("b")
+        for t, k, c in accs:
             times.extend(t)
             keys.extend(k)
-        return (times, keys)
+            kinds.extend(c)
+        return (times, keys, kinds)
 
     @staticmethod
     def duplicates(acc) -> int:
@@ -95,12 +99,14 @@ class SessionTimesFn(beam.CombineFn):
         return len(acc[1]) - len(set(acc[1]))
 
     def extract_output(self, acc):
-        first: Dict[int, int] = {}
-        for t, k in zip(*acc):
+        first: Dict[int, tuple] = {}
+        for t, k, c in zip(*acc):
             old = first.get(k)
-            if old is None or t < old:
-                first[k] = t
-        return SessionTimes(tuple(sorted(first.values())), len(acc[0]) - len(first))
+            if old is None or (t, c) < old:
+                first[k] = (t, c)
+        events = sorted(first.values())
+        return SessionTimes(tuple(t for t, _ in events), bytes(c for _, c in events),
+                            len(acc[0]) - len(first))
 
 
 class DailySalesFn(beam.CombineFn):

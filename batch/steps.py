@@ -81,7 +81,9 @@ def session_stat_as_of(kv, as_of, visit_gap_s: float):
     if as_of is None:
         return sid, None
     end = cf.as_of_end_us(as_of)   # what before() tests, computed once per session
-    return sid, cf.session_stat([t for t in st.times if t < end], visit_gap_s)
+    keep = [i for i, t in enumerate(st.times) if t < end]
+    return sid, cf.session_stat([st.times[i] for i in keep], visit_gap_s,
+                                [st.kinds[i] for i in keep])
 
 
 def owned_session_stat(kv, as_of, visit_gap_s: float, times_fn=SessionTimesFn()):

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import tempfile
-from typing import Any, Dict, Mapping, Optional
+from typing import IO, Any, Dict, Mapping, Optional, Tuple
+
+from apache_beam.io.filesystems import FileSystems
 
 LATEST = "LATEST"
 METADATA = "metadata.json"
@@ -40,8 +43,6 @@ def join(base: str, *parts: str) -> str:
 
 def write_bytes(path: str, data: bytes) -> None:
     if is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
-
         with FileSystems.create(path) as fh:
             fh.write(data)
         return
@@ -60,8 +61,6 @@ def write_bytes(path: str, data: bytes) -> None:
 
 def read_bytes(path: str) -> bytes:
     if is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
-
         with FileSystems.open(path) as fh:
             return fh.read()
     with open(path, "rb") as fh:
@@ -70,10 +69,23 @@ def read_bytes(path: str) -> bytes:
 
 def exists(path: str) -> bool:
     if is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
-
         return FileSystems.exists(path)
     return os.path.exists(path)
+
+
+def open_text(path: str, name: str) -> Tuple[str, IO[str]]:
+    """(resolved path, text stream) of ``path`` itself or, when ``path`` is a folder,
+    of ``path/name`` — local or on any Beam filesystem (``gs://``). Used for a generated
+    data set's ``ground_truth/`` files; a missing file is a FileNotFoundError naming it."""
+    inner = join(path, name)
+    if os.path.isdir(path) or (is_remote(path) and FileSystems.exists(inner)):
+        path = inner
+    if not (os.path.isfile(path) if not is_remote(path) else FileSystems.exists(path)):
+        raise FileNotFoundError(f"no ground-truth file at {path}")
+    if not is_remote(path):
+        return path, open(path, newline="", encoding="utf-8")
+    raw = FileSystems.open(path)              # .gz and friends by the file name
+    return path, io.TextIOWrapper(raw, encoding="utf-8", newline="")
 
 
 def content_hash(files: Mapping[str, bytes]) -> str:

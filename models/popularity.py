@@ -390,15 +390,13 @@ def ranking_metrics(ds: Dataset, rows: np.ndarray, weighted: np.ndarray,
 def read_demand(path: str, period: str) -> Dict[Tuple[int, int], float]:
     """(product_id, period index) → true expected units, from a generated data set's
     ``ground_truth/product_demand.csv`` (weekly; a week's demand is spread evenly over
-    its days, so any period length works)."""
+    its days, so any period length works). Local or gs://."""
     import csv
-    import os
 
-    if os.path.isdir(path):
-        path = os.path.join(path, "product_demand.csv")
+    path, fh = artifacts.open_text(path, "product_demand.csv")
     out: Dict[Tuple[int, int], float] = defaultdict(float)
     days_of: Dict[str, List[int]] = {}      # week_start → the period of each of its days
-    with open(path, newline="", encoding="utf-8") as fh:
+    with fh:
         try:
             for r in csv.DictReader(fh):
                 week = r["week_start"]

@@ -58,8 +58,8 @@ def register(subparsers, name: str = "train") -> argparse.ArgumentParser:
                          "scored could have known)")
     tc.add_argument("--ground-truth", default=None, metavar="PATH",
                     help="a generated data set's ground_truth/ folder (or its "
-                         "customer_months.csv): also report the oracle, the true "
-                         "probability of the label, on the same rows")
+                         "customer_months.csv), local or gs://: also report the oracle, "
+                         "the true probability of the label, on the same rows")
     tc.add_argument("--n-estimators", type=int, default=300)
     tc.add_argument("--calibration", choices=("sigmoid", "isotonic"), default="sigmoid")
     tc.add_argument("--seed", type=int, default=0)
@@ -76,7 +76,8 @@ def register(subparsers, name: str = "train") -> argparse.ArgumentParser:
     tp.add_argument("--seed", type=int, default=0)
     tp.add_argument("--ground-truth", default=None, metavar="PATH",
                     help="a generated data set's ground_truth/ folder (or its "
-                         "product_demand.csv): also rank by the true demand")
+                         "product_demand.csv), local or gs://: also rank by the true "
+                         "demand")
     tp.set_defaults(func=run_train_popularity)
     parser.set_defaults(func=lambda a: _missing_model(parser))
     return parser

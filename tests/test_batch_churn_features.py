@@ -49,6 +49,39 @@ def test_session_stat_counts_active_time_within_visits_only():
     assert cf.session_stat([]) is None
 
 
+def test_session_stat_counts_carts_left_after_the_last_booking():
+    t0 = us("2021-01-01T00:00:00Z")
+    A, B, N = cf.ADD_TO_CART, cf.BOOKING, cf.OTHER
+    assert [cf.event_kind(n) for n in ("ADD_TO_CART", "BOOKING", "CLICK")] == [A, B, N]
+    s = 1_000_000
+    # cart, booking, cart, cart: two carts left behind (whatever order the events come in)
+    times, kinds = [t0, t0 + s, t0 + 2 * s, t0 + 3 * s, t0 + 4 * s], [N, A, B, A, A]
+    stat = cf.session_stat(reversed(times), 1800, reversed(kinds))
+    assert (stat.n_events, stat.n_add_to_cart, stat.n_carts_after_last_booking) == (5, 3, 2)
+    assert stat.abandoned_cart
+    booked = cf.session_stat(times[:3], 1800, kinds[:3])
+    assert booked.n_carts_after_last_booking == 0 and not booked.abandoned_cart
+    # no booking at all: every cart is left; a cart at the booking's instant counts as booked
+    assert cf.session_stat([t0, t0 + s], 1800, [A, A]).n_carts_after_last_booking == 2
+    assert cf.session_stat([t0, t0], 1800, [B, A]).n_carts_after_last_booking == 0
+    # without kinds (older callers): no cart counts
+    assert cf.session_stat(times).n_add_to_cart == 0
+
+
+def test_abandoned_cart_features_of_a_month():
+    b = [bk("2021-01-05T00:00:00Z", "a"), bk("2021-02-10T00:00:00Z", "b")]
+    s = [sess("2021-01-05T00:00:00Z", "2021-01-05T00:10:00Z")._replace(n_carts_after_last_booking=1),
+         sess("2021-01-20T00:00:00Z", "2021-01-20T00:10:00Z"),
+         sess("2021-02-10T00:00:00Z", "2021-02-10T00:10:00Z")._replace(n_carts_after_last_booking=2),
+         sess("2021-02-11T00:00:00Z", "2021-02-11T00:10:00Z")]
+    jan, feb, mar, apr, may = cf.churn_rows(1, b, s, D(2021, 12, 31))[:5]
+    assert jan["abandoned_sessions"] == 1 and jan["abandoned_share_3m"] == 0.5
+    assert feb["abandoned_sessions"] == 1 and feb["abandoned_share"] == 0.5
+    assert mar["abandoned_sessions"] == 0 and mar["abandoned_share_3m"] == 0.5
+    assert apr["abandoned_share_3m"] == 0.5 and may["abandoned_share_3m"] is None
+    assert may["abandoned_share"] == 0.5
+
+
 def test_rows_run_from_the_first_purchase_month_to_the_last_complete_month():
     rows = cf.churn_rows(1, [bk("2021-02-10T00:00:00Z", "a"), bk("2021-01-20T00:00:00Z", "x", False)],
                          [], D(2021, 7, 10))
@@ -114,11 +147,17 @@ def test_no_leakage_features_ignore_everything_after_the_month():
     future = [bk("2021-03-05T00:00:00Z", "c")._replace(promo=True, shipment_fee=10_000),
               bk("2021-03-06T00:00:00Z", "d", success=False)._replace(shipment_fee=5_000)]
     s_past = [sess("2021-02-02T00:00:00Z", "2021-02-02T00:20:00Z", active=600)]
-    s_future = [sess("2021-02-28T23:55:00Z", "2021-03-01T00:05:00Z", active=300)]
+    s_future = [sess("2021-02-28T23:55:00Z", "2021-03-01T00:05:00Z", active=300)
+                ._replace(n_add_to_cart=2, n_carts_after_last_booking=2),
+                sess("2021-03-05T00:00:00Z", "2021-03-05T00:05:00Z")
+                ._replace(n_add_to_cart=1, n_carts_after_last_booking=1)]
     a = cf.churn_rows(1, past, s_past, D(2021, 12, 31))
     b = cf.churn_rows(1, past + future, s_past + s_future, D(2021, 12, 31))
     strip = lambda r: {k: v for k, v in r.items() if k != "churned"}  # noqa: E731
     assert [strip(r) for r in a[:2]] == [strip(r) for r in b[:2]]
+    # the later data does reach March (so the comparison above could fail)
+    assert b[2]["abandoned_sessions"] == 2 and a[2]["abandoned_sessions"] == 0
+    assert b[2]["promo_share"] != a[2]["promo_share"]
 
 
 def test_drivers_beyond_recency_promo_fees_failures_and_trends():

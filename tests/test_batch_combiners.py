@@ -7,6 +7,7 @@ import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from batch import churn_features as cf
 from batch.combiners import SessionTimes, SessionTimesFn, event_key
 from batch.steps import SessionActivityFn
 
@@ -21,16 +22,19 @@ def _combine(values):
 
 def test_a_repeated_event_id_counts_once_at_its_earliest_time():
     e1, e2, e3 = (event_key(e) for e in ("e1", "e2", "e3"))
-    got = _combine([(30, e3), (10, e1), (20, e2), (25, e1), (30, e3), (30, e3)])
-    assert got == SessionTimes(times=(10, 20, 30), duplicates=3)
-    assert _combine([(5, e1)]) == SessionTimes((5,), 0)
+    cart, other = cf.ADD_TO_CART, cf.OTHER
+    got = _combine([(30, e3, cart), (10, e1, other), (20, e2, other), (25, e1, other),
+                    (30, e3, cart), (30, e3, cart)])
+    assert got == SessionTimes(times=(10, 20, 30), kinds=bytes([other, other, cart]),
+                               duplicates=3)
+    assert _combine([(5, e1, other)]) == SessionTimes((5,), bytes([other]), 0)
 
 
 def _partials(*events):
     fn = SessionTimesFn()
     acc = fn.create_accumulator()
     for t, e in events:
-        acc = fn.add_input(acc, (t, event_key(e)))
+        acc = fn.add_input(acc, (t, event_key(e), cf.OTHER))
     return acc
 
 

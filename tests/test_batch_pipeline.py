@@ -80,6 +80,8 @@ def _clicks():
     ev("s2", "HOMEPAGE", "2021-02-05T07:00:00.000000Z", "e5")
     ev("s2", "SCROLL", "2021-02-05T07:10:00.000000Z", "e6")
     ev("s2", "BOOKING", "2021-02-05T07:59:00.000000Z", "e7", "{'payment_status': 'Success'}")  # 49 min gap
+    ev("s2", "ADD_TO_CART", "2021-02-05T07:59:30.000000Z", "e12",          # a cart left behind
+       "{'product_id': 11, 'quantity': 1, 'item_price': 250000}")
     ev("s4", "SEARCH", "2021-01-15T11:50:00.000000Z", "e8", "{'search_keywords': 'heels'}")
     ev("s4", "BOOKING", "2021-01-15T11:59:00.000000Z", "e9", "{'payment_status': 'Success'}")
     ev("s9", "HOMEPAGE", "2021-03-01T00:00:00.000000Z", "e10")             # no booking
@@ -159,7 +161,7 @@ def test_batch_job_matches_the_pure_functions_and_reruns_idempotently(dataset, t
     # 4 + 4 + 8 + 13 data rows; dead: 1 product, 1 customer, 1 transaction, 2 clicks;
     # the repeated booking and the redelivered click (e3) are duplicates, not valid
     # (read = valid + duplicate + dead)
-    assert "read=29 valid=22 duplicate=2 dead_lettered=5" in line
+    assert "read=30 valid=23 duplicate=2 dead_lettered=5" in line
     assert "sales_facts=6 " in line and "churn_features=" in line
     assert "churn_predictions skipped" in line
 
@@ -203,6 +205,9 @@ def test_batch_job_matches_the_pure_functions_and_reruns_idempotently(dataset, t
     jan = [r for r in got_churn if r["customer_id"] == 1 and r["month"] == dt.date(2021, 1, 1)][0]
     assert jan["session_count"] == 1 and jan["avg_session_minutes"] == pytest.approx(4.0)
     assert jan["churned"] == 0 and jan["frequency"] == 1
+    assert jan["abandoned_sessions"] == 0                     # the redelivered cart was booked
+    feb = [r for r in got_churn if r["customer_id"] == 1 and r["month"] == dt.date(2021, 2, 1)][0]
+    assert feb["abandoned_sessions"] == 1 and feb["abandoned_share"] == pytest.approx(0.5)
 
     dead = fetch(wh, "SELECT source, reason FROM dead_letter ORDER BY source")
     assert len(dead) == 5

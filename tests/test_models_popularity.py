@@ -232,3 +232,23 @@ def test_read_demand_spreads_weeks_over_periods(tmp_path):
     (tmp_path / "bad.csv").write_text("x\n1\n")
     with pytest.raises(ValueError, match="expected_units"):
         pop.read_demand(str(tmp_path / "bad.csv"), "2w")
+
+
+@pytest.mark.emulator
+def test_read_demand_from_gcs(tmp_path, monkeypatch):
+    """`train popularity --ground-truth gs://…` reads through Beam's FileSystems."""
+    from tests.emulators import GCSEmulator
+
+    text = "product_id,week_start,expected_units\n9,2021-01-04,7.0\n9,2021-01-11,14.0\n"
+    (tmp_path / "product_demand.csv").write_text(text)
+    gcs = GCSEmulator(tmp_path / "gcs").start()
+    try:
+        gcs.activate(monkeypatch)
+        gcs.upload_text("truth", "gt/product_demand.csv", text)
+        local = pop.read_demand(str(tmp_path), "2w")
+        assert pop.read_demand("gs://truth/gt", "2w") == local
+        assert pop.read_demand("gs://truth/gt/product_demand.csv", "2w") == local
+        with pytest.raises(FileNotFoundError, match="gs://truth/none"):
+            pop.read_demand("gs://truth/none", "2w")
+    finally:
+        gcs.stop()
