@@ -89,9 +89,9 @@ _EXAMPLES = """examples:
   shopstream generate --out data/churn --days 540     # long enough to train churn
   shopstream generate --out data/full --customers 100000 --products 44446 --days 180
                                                       # ~10 M events, 10x the 10 000-customer run
-speed: ~10 k events/s with 2 workers on a loaded 2-core machine (10 000 customers,
-44 446 products, 180 days: 987 k events in 98 s, 100 MB; the 2 000-customer default:
-143 k events in 14 s); it grows linearly with --customers and --days.
+speed: ~58 k events/s with 2 workers on an idle 2-core machine (10 000 customers,
+44 446 products, 180 days: 987 k events in 17 s, 100 MB; ~10 k events/s at load
+average 10); it grows linearly with --customers and --days.
 """
 
 
