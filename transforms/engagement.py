@@ -61,11 +61,12 @@ if Engagement._fields[:6] != FEATURES:  # pragma: no cover - guards a future edi
 
 
 # --------------------------------------------------------------------------- pure
-_COUNT_INDEX = {name: FEATURES.index(f) for name, f in EVENT_COUNTS.items()}
-_DWELL, _PURCHASES, _LAST = 4, 5, 6  # accumulator slots (see _new_acc)
+COUNT_INDEX = {name: FEATURES.index(f) for name, f in EVENT_COUNTS.items()}
+#: slots of the engagement accumulator (new_acc), shared by every engagement path
+DWELL, PURCHASES, LAST = 4, 5, 6
 
 
-def _new_acc() -> list:
+def new_acc() -> list:
     # [click, item_detail, add_to_cart, homepage, dwell_us, purchases, last_seen_us]
     return [0, 0, 0, 0, 0, 0, None]
 
@@ -93,12 +94,12 @@ def event_contribution(event: Any) -> List[Tuple[int, list]]:
     pid = getattr(event, "product_id", None)
     if pid is None:
         return []
-    acc = _new_acc()
-    idx = _COUNT_INDEX.get(event.event_name)
+    acc = new_acc()
+    idx = COUNT_INDEX.get(event.event_name)
     if idx is not None:
         acc[idx] = 1
-    acc[_DWELL] = dwell_us(getattr(event, "dwell_seconds", None))
-    acc[_LAST] = getattr(event, "event_time_us", None)
+    acc[DWELL] = dwell_us(getattr(event, "dwell_seconds", None))
+    acc[LAST] = getattr(event, "event_time_us", None)
     return [(int(pid), acc)]
 
 
@@ -108,9 +109,9 @@ def transaction_contribution(txn: Any) -> List[Tuple[int, list]]:
         return []
     out = []
     for line in txn.lines:
-        acc = _new_acc()
-        acc[_PURCHASES] = int(line.quantity)
-        acc[_LAST] = getattr(txn, "created_at_us", None)
+        acc = new_acc()
+        acc[PURCHASES] = int(line.quantity)
+        acc[LAST] = getattr(txn, "created_at_us", None)
         out.append((int(line.product_id), acc))
     return out
 
@@ -120,22 +121,22 @@ def engagement_to_acc(e: Engagement) -> list:
             dwell_us(e.total_dwell_seconds), e.purchases, e.last_seen_us]
 
 
-def _add_into(total: list, part: list) -> None:
+def add_into(total: list, part: list) -> None:
     for i in range(6):
         total[i] += part[i]
-    total[_LAST] = _max_opt(total[_LAST], part[_LAST])
+    total[LAST] = _max_opt(total[LAST], part[LAST])
 
 
 def acc_to_engagement(acc: list) -> Engagement:
-    return Engagement(acc[0], acc[1], acc[2], acc[3], acc[_DWELL] / 1_000_000,
-                      acc[_PURCHASES], acc[_LAST])
+    return Engagement(acc[0], acc[1], acc[2], acc[3], acc[DWELL] / 1_000_000,
+                      acc[PURCHASES], acc[LAST])
 
 
 def merge_engagements(*items: Engagement) -> Engagement:
     """Add up engagements of the same product (order-independent)."""
-    total = _new_acc()
+    total = new_acc()
     for e in items:
-        _add_into(total, engagement_to_acc(e))
+        add_into(total, engagement_to_acc(e))
     return acc_to_engagement(total)
 
 
@@ -150,7 +151,7 @@ def compute_engagement(events: Iterable[Any] = (), transactions: Iterable[Any] =
                 if acc is None:
                     table[pid] = part
                 else:
-                    _add_into(acc, part)
+                    add_into(acc, part)
     return {pid: acc_to_engagement(acc) for pid, acc in sorted(table.items())}
 
 
@@ -174,7 +175,7 @@ def _accumulate(table: Dict[int, list], pid: int, part) -> None:
     if cur is None:
         table[pid] = list(part)
     else:
-        _add_into(cur, part)
+        add_into(cur, part)
 
 
 class EngagementCombineFn(beam.CombineFn):

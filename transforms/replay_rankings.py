@@ -17,7 +17,16 @@ from apache_beam.transforms import window
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.engagement import EngagementCombineFn, dwell_us, transaction_contribution
+from transforms.engagement import (
+    COUNT_INDEX,
+    DWELL,
+    LAST,
+    EngagementCombineFn,
+    add_into,
+    dwell_us,
+    new_acc,
+    transaction_contribution,
+)
 from transforms.ranking_store import HORIZONS
 from transforms.scoring import DEFAULT_WEIGHTS, FEATURES, validate_weights
 from transforms.slices import (
@@ -26,27 +35,15 @@ from transforms.slices import (
     HORIZON_US,
     final_snapshot,
     order_contributions,
+    recent_slices,
     slice_end_us,
     split_final_slices,
 )
 from transforms.top_n import RankWindows
 
 _ADD = FEATURES.index("add_to_cart_count")
-_COUNT_INDEX = {"CLICK": 0, "ITEM_DETAIL": 1, "ADD_TO_CART": _ADD, "HOMEPAGE": 3}
-_DWELL, _LAST = 4, 6  # accumulator slots (transforms.engagement)
 _DAY_US = HORIZON_US["24h"]
 RECENT = "recent"
-
-
-def _new() -> list:
-    return [0, 0, 0, 0, 0, 0, None]
-
-
-def _add_into(total: list, part) -> None:
-    for i in range(6):
-        total[i] += part[i]
-    if part[_LAST] is not None and (total[_LAST] is None or part[_LAST] > total[_LAST]):
-        total[_LAST] = part[_LAST]
 
 
 class RecentSlices:
@@ -78,7 +75,7 @@ class RecentSlices:
         if cur is None:
             per[s] = list(acc)
         else:
-            _add_into(cur, acc)
+            add_into(cur, acc)
 
     def merge(self, other: "RecentSlices") -> None:
         for pid, per in other.slices.items():
@@ -91,14 +88,8 @@ class RecentSlices:
 
     def prune(self) -> None:
         first = self.first()
-        if first is None:
-            return
-        for pid in list(self.slices):
-            per = self.slices[pid]
-            for s in [s for s in per if s < first]:
-                del per[s]
-            if not per:
-                del self.slices[pid]
+        if first is not None:
+            self.slices = recent_slices(self.slices, first)
 
 
 class RecentSlicesFn(beam.CombineFn):
@@ -153,7 +144,7 @@ class _BatchContributions(beam.DoFn):
         if not times:
             return
         cut = max(times) - _DAY_US
-        table, counts, recent = self.table, _COUNT_INDEX, self.recent
+        table, counts, recent = self.table, COUNT_INDEX, self.recent
         for e in events:
             pid = e.product_id
             if pid is None:
@@ -170,17 +161,17 @@ class _BatchContributions(beam.DoFn):
     def _add(table, recent, pid, idx, dwell, t, cut):
         cur = table.get(pid)
         if cur is None:
-            cur = table[pid] = _new()
+            cur = table[pid] = new_acc()
         if idx is not None:
             cur[idx] += 1
-        cur[_DWELL] += dwell
-        if cur[_LAST] is None or t > cur[_LAST]:
-            cur[_LAST] = t
+        cur[DWELL] += dwell
+        if cur[LAST] is None or t > cur[LAST]:
+            cur[LAST] = t
         if t >= cut:
-            part = _new()
+            part = new_acc()
             if idx is not None:
                 part[idx] = 1
-            part[_DWELL], part[_LAST] = dwell, t
+            part[DWELL], part[LAST] = dwell, t
             recent.add(pid, t, part)
 
     def finish_bundle(self):

@@ -46,10 +46,15 @@ from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.engagement import (
+    DWELL,
+    LAST,
+    PURCHASES,
     Engagement,
     acc_to_engagement,
+    add_into,
     engagement_to_acc,
     event_contribution,
+    new_acc,
     transaction_contribution,
 )
 from transforms.ranking_store import HORIZONS, dimension_key
@@ -62,7 +67,6 @@ DEFAULT_SHARDS = 16
 DEFAULT_REFRESH = 2.0
 HORIZON_US = {"1h": 3_600_000_000, "24h": 86_400_000_000, "all": None}
 ADD_COUNT = FEATURES.index("add_to_cart_count")
-DWELL, PURCHASES, LAST = 4, 5, 6     # accumulator slots (transforms.engagement)
 NS = "shopstream.slices"
 
 
@@ -128,8 +132,8 @@ def window_sums(slices: Mapping[int, Mapping[int, Any]], horizon: str, end_us: O
         for s, part in per.items():
             if lo <= s < hi:
                 if acc is None:
-                    acc = _new()
-                _add(acc, part)
+                    acc = new_acc()
+                add_into(acc, part)
         if acc is not None and any(acc[:LAST]):
             out[pid] = acc
     return out
@@ -146,17 +150,6 @@ def recent_slices(slices: Mapping[int, Mapping[int, Any]], first: int) -> Dict[i
 
 
 # --------------------------------------------------------------------------- shard table
-def _add(total: list, part) -> None:
-    for i in range(6):
-        total[i] += part[i]
-    if part[LAST] is not None and (total[LAST] is None or part[LAST] > total[LAST]):
-        total[LAST] = part[LAST]
-
-
-def _new() -> list:
-    return [0, 0, 0, 0, 0, 0, None]
-
-
 class ShardTable:
     """Per product: the all-time accumulator and per-slice accumulators (plain dicts, so
     the Beam step can keep it as one state value)."""
@@ -175,26 +168,20 @@ class ShardTable:
         pid, t, acc = c
         cur = self.total.get(pid)
         if cur is None:
-            cur = self.total[pid] = _new()
-        _add(cur, acc)
+            cur = self.total[pid] = new_acc()
+        add_into(cur, acc)
         s = t // self.slice_us
         per = self.slices.setdefault(pid, {})
         cur = per.get(s)
         if cur is None:
-            cur = per[s] = _new()
-        _add(cur, acc)
+            cur = per[s] = new_acc()
+        add_into(cur, acc)
         if self.latest_us is None or t > self.latest_us:
             self.latest_us = t
 
     def prune(self, end_us: int) -> None:
         """Forget slices that no horizon ending at or after ``end_us`` needs."""
-        first = (end_us - HORIZON_US["24h"]) // self.slice_us
-        for pid in list(self.slices):
-            per = self.slices[pid]
-            for s in [s for s in per if s < first]:
-                del per[s]
-            if not per:
-                del self.slices[pid]
+        self.slices = recent_slices(self.slices, (end_us - HORIZON_US["24h"]) // self.slice_us)
 
     def view(self, horizon: str, end_us: Optional[int]) -> Dict[int, list]:
         """Accumulators of ``horizon``: all-time, or the slices in ``[end - h, end)``."""
