@@ -13,7 +13,7 @@ REDIS_PORT ?= 6390
 REDIS_URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
 PYTEST_ARGS ?=
 
-.PHONY: help install constraints system-deps test-deps demo demo-data demo-redis lint test bench clean redis-stop
+.PHONY: help install constraints system-deps test-deps bench-deps demo demo-data demo-redis lint test bench clean redis-stop
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ $(VENV)/.installed: setup.py requirements.txt requirements-serve.txt requirement
 	@$(PY) -m pip install -qq -c constraints.txt -e '.[serve,test]'
 	@touch $@
 
-constraints:  ## re-pin constraints.txt (every transitive version) from the tested .venv
+constraints: bench-deps  ## re-pin constraints.txt (every transitive version) from the tested .venv
 	@{ echo "# Every installed version of the tested venv (make constraints); used by make install"; \
 	   echo "# and the Flex Template image (templates/Dockerfile). Regenerate after changing requirements*.txt."; \
 	   $(PY) -m pip freeze --exclude-editable | grep -v '^shopstream=='; } > constraints.txt
@@ -98,7 +98,20 @@ test: install test-deps lint  ## lint, then the test suite (starts its own redis
 	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 
-bench: install  ## benchmarks (throughput, memory) printed as tables
+$(VENV)/.bench-installed: requirements-bench.txt constraints.txt $(VENV)/.installed
+	@echo "installing the bench extra (PySpark local, requirements-bench.txt) into $(VENV)…"
+	@$(PY) -m pip install -qq -c constraints.txt -r requirements-bench.txt
+	@touch $@
+
+bench-deps: $(VENV)/.bench-installed  ## the bench extra: PySpark local and a Java 17 runtime (Debian package)
+	@command -v java >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "the PySpark bench needs Java 17+ (java on PATH): install a JRE" >&2; exit 1; }; \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
+	  echo "installing a Java 17 runtime (Debian package) for the PySpark bench…"; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null || \
+	    { echo "could not install Java: run 'sudo apt-get install -y openjdk-17-jre-headless' and retry" >&2; exit 1; }; }
+
+bench: install bench-deps  ## benchmarks (throughput, memory) printed as tables
 	$(PY) -m tests.bench.run $(BENCH_ARGS)
 
 clean:  ## remove generated data, warehouses and artifacts (keeps .venv)

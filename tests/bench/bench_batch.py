@@ -4,7 +4,9 @@ facts, daily sales, churn features) next to the DuckDB SQL oracle of the replay
 stream and transactions) on the same files in the same run — a yardstick for the
 machine's speed at that moment. Each size is measured ``repeats`` times, oracle and job
 back to back, with the load average at the start of each pair (2 shared cores: compare
-the ratios, not the seconds across runs)."""
+the ratios, not the seconds across runs). With the bench extra (``make bench-deps``) a
+``pyspark_local`` row runs the oracle's computation in PySpark local on the same files
+(tests/bench/bench_spark.py), checked equal to DuckDB's result first."""
 from __future__ import annotations
 
 import os
@@ -12,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.bench import bench_spark
 from tests.bench.bench_replay import DUCKDB_SCRIPT
 from tests.bench.common import count_lines, dataset, real_dataset, run_timed
 
@@ -33,7 +36,9 @@ def run(sizes=(1_000_000, 0), extra_args=(), repeats=2) -> list:
                 job = run_timed([sys.executable, "-m", "pipelines.cli", "batch", "--input",
                                  str(data), "--warehouse", str(Path(tmp) / "batch.duckdb"),
                                  *extra_args])
-            for impl, r in (("duckdb_oracle", ref), ("shopstream_batch", job)):
+                spark = bench_spark.timed_run(data, Path(tmp))
+            for impl, r in (("duckdb_oracle", ref), ("shopstream_batch", job),
+                            *((("pyspark_local", spark),) if spark else ())):
                 rows.append({"bench": "batch", "impl": impl, "run": attempt + 1,
                              "load_avg": load, "events": events, "bookings": bookings,
                              "seconds": r["seconds"], "cpu_s": r["cpu_s"],
