@@ -14,7 +14,7 @@ BENCHES = {
     "tests.bench.bench_replay": "replay throughput and peak memory vs DuckDB SQL",
     "tests.bench.bench_live": "Pub/Sub emulator → Redis latency",
     "tests.bench.bench_shuffles": "elements per event through shuffles (live graph)",
-    "tests.bench.bench_batch": "batch job time and peak memory",
+    "tests.bench.bench_batch": "batch job time and peak memory vs the DuckDB oracle (and PySpark local)",
     "tests.bench.bench_batch_load": "batch warehouse load step into BigQuery: peak memory before/after",
     "tests.bench.bench_api": "HTTP rankings API latency vs raw Redis",
 }
