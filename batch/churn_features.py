@@ -33,6 +33,13 @@ Definitions (all times UTC; "end of M" = the first instant of month M+1, exclusi
   sessions ending in M whose last add-to-cart came after their last booking
   (``abandoned_sessions``) and their share of the sessions of the last 3 months / of all
   sessions so far.
+* the customer's own rhythm (a churned customer and a quiet living one differ mostly in
+  how long the current gap is for *them*): the longest and the median gap between
+  successful purchases so far and the current gap over each, sessions and purchases per
+  month of the last 3 months over the customer's own rate since the first purchase, the
+  days since the first purchase (T of buy-till-you-die models); failed payments of the
+  month plus half of the month before's, and the promo share shrunk toward its prior
+  (``PROMO_PRIOR``) so one booking does not read as 0 % or 100 %.
 * churned — 1 if no successful purchase in months M+1..M+3, else 0; NULL where the last
   day of M+3 is after ``as_of``.
 """
@@ -40,6 +47,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import statistics
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from transforms.records import EPOCH_DATE
@@ -47,6 +55,8 @@ from transforms.session_rules import DEFAULT_VISIT_GAP
 
 US_PER_DAY = 86_400 * 1_000_000
 HORIZON_MONTHS = 3
+#: Beta prior (promo, no promo) that shrinks the promo share of a short history toward 0.4.
+PROMO_PRIOR = (0.8, 1.2)
 
 #: Columns of a churn_features row that are not model features.
 NON_FEATURES = ("customer_id", "month", "churned", "as_of")
@@ -207,6 +217,8 @@ def churn_rows(customer_id: int, bookings: Iterable[Booking], sessions: Iterable
         promo_prefix.append(promo_prefix[-1] + int(b.promo))
         fee_prefix.append(fee_prefix[-1] + b.shipment_fee)
     purchase_months = sorted({month_start(us_to_date(t)) for t in succ_t})
+    # days between consecutive successful purchases; the running max of the first k
+    gaps_d = [(b - a) / US_PER_DAY for a, b in zip(succ_t, succ_t[1:])]
     join = first_join_date
     first_purchase_date = us_to_date(succ_t[0])
     tenure_from = join if join is not None and join <= first_purchase_date else first_purchase_date
@@ -249,6 +261,10 @@ def churn_rows(customer_id: int, bookings: Iterable[Booking], sessions: Iterable
         len_failed_end = count_before(failed, end_us)
         failed_3m = len_failed_end - count_before(failed, start3_us)
         monetary_m = prefix[i_end] - prefix[i_start]
+        own_gaps = gaps_d[:i_end - 1]
+        max_gap = max(own_gaps) if own_gaps else None
+        median_gap = statistics.median(own_gaps) if own_gaps else None
+        n_months = months_since_first + 1
         row = {
             "customer_id": customer_id,
             "month": m,
@@ -299,6 +315,17 @@ def churn_rows(customer_id: int, bookings: Iterable[Booking], sessions: Iterable
             "abandoned_share_3m": ((abandon_prefix[j_end] - abandon_prefix[j_start3])
                                    / (j_end - j_start3) if j_end > j_start3 else None),
             "abandoned_share": abandon_prefix[j_end] / j_end if j_end else None,
+            "first_purchase_days": (end_us - succ_t[0]) / US_PER_DAY,
+            "failed_bookings_recent": failed_m + 0.5 * failed_prev,
+            "promo_share_shrunk": (promo_prefix[k_end] + PROMO_PRIOR[0]) / (k_end + sum(PROMO_PRIOR)),
+            "max_interpurchase_days": max_gap,
+            "median_interpurchase_days": median_gap,
+            "recency_over_max_gap": recency / max_gap if max_gap else None,
+            "recency_over_median_gap": recency / median_gap if median_gap else None,
+            "session_rate": j_end / n_months,
+            "session_rate_ratio_3m": ((j_end - j_start3) / min(3, n_months) / (j_end / n_months)
+                                      if j_end else None),
+            "purchase_rate_ratio_3m": (i_end - i_start3) / min(3, n_months) / rate,
             "purchase_rate": rate,
             "expected_missed_purchases": recency / 30.0 * rate,
             "churned": None,

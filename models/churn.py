@@ -63,6 +63,9 @@ FEATURES = (
     "avg_session_events", "failed_bookings", "failed_bookings_3m", "failed_share_3m",
     "failed_bookings_mom", "promo_share", "promo_share_3m", "avg_shipment_fee_3m",
     "abandoned_sessions", "abandoned_share_3m", "abandoned_share",
+    "failed_bookings_recent", "promo_share_shrunk", "max_interpurchase_days",
+    "median_interpurchase_days", "recency_over_max_gap", "recency_over_median_gap",
+    "session_rate", "session_rate_ratio_3m", "purchase_rate_ratio_3m",
 )
 #: ``train(estimator=...)``: the SPEC's forest (default) or gradient boosting, kept to
 #: compare on the later slice (it did not beat the forest on the demo data).

@@ -158,6 +158,38 @@ def test_no_leakage_features_ignore_everything_after_the_month():
     # the later data does reach March (so the comparison above could fail)
     assert b[2]["abandoned_sessions"] == 2 and a[2]["abandoned_sessions"] == 0
     assert b[2]["promo_share"] != a[2]["promo_share"]
+    for col in ("promo_share_shrunk", "failed_bookings_recent", "max_interpurchase_days",
+                "recency_over_max_gap", "recency_over_median_gap", "session_rate"):
+        assert b[2][col] != a[2][col], col
+
+
+def test_own_rhythm_features_compare_the_gap_with_the_customers_own_history():
+    b = [bk("2021-01-05T00:00:00Z", "a")._replace(promo=True),
+         bk("2021-01-10T00:00:00Z", "x", success=False),
+         bk("2021-01-15T00:00:00Z", "b"),
+         bk("2021-01-20T00:00:00Z", "y", success=False),
+         bk("2021-02-14T00:00:00Z", "c"),
+         bk("2021-02-20T00:00:00Z", "z", success=False)]
+    s = [sess("2021-01-05T00:00:00Z", "2021-01-05T00:10:00Z"),
+         sess("2021-01-15T00:00:00Z", "2021-01-15T00:10:00Z"),
+         sess("2021-02-14T00:00:00Z", "2021-02-14T00:10:00Z")]
+    jan, feb, mar, apr = cf.churn_rows(1, b, s, D(2021, 12, 31))[:4]
+    assert jan["max_interpurchase_days"] == 10 and jan["median_interpurchase_days"] == 10
+    assert jan["first_purchase_days"] == 27                        # Jan 5 → Feb 1
+    assert feb["max_interpurchase_days"] == 30 and feb["median_interpurchase_days"] == 20
+    assert feb["recency_over_max_gap"] == pytest.approx(15 / 30)   # Feb 14 → Mar 1
+    assert feb["recency_over_median_gap"] == pytest.approx(15 / 20)
+    assert feb["first_purchase_days"] == 55
+    assert feb["failed_bookings_recent"] == 1 + 0.5 * 2
+    assert mar["failed_bookings_recent"] == 0.5 and apr["failed_bookings_recent"] == 0
+    assert feb["promo_share_shrunk"] == pytest.approx((1 + 0.8) / (6 + 2))
+    assert feb["session_rate"] == 1.5 and feb["session_rate_ratio_3m"] == 1.0
+    assert apr["session_rate"] == pytest.approx(3 / 4)
+    assert apr["session_rate_ratio_3m"] == pytest.approx((1 / 3) / (3 / 4))
+    assert apr["purchase_rate_ratio_3m"] == pytest.approx((1 / 3) / (3 / 4))
+    one = cf.churn_rows(2, b[:1], [], D(2021, 12, 31))[0]
+    assert one["max_interpurchase_days"] is None and one["recency_over_max_gap"] is None
+    assert one["session_rate"] == 0 and one["session_rate_ratio_3m"] is None
 
 
 def test_drivers_beyond_recency_promo_fees_failures_and_trends():
