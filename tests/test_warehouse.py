@@ -427,3 +427,40 @@ def test_dedupe_last():
 def test_schemas_are_valid_json_files():
     for table in W.TABLES:
         json.loads((W.SCHEMA_DIR / f"{table}.json").read_text())
+
+
+# ------------------------------------------------------------- schema evolution
+NEW_COLUMNS = ("abandoned_share", "recency_over_median_gap")  # nullable churn features
+
+
+def _old_churn_table(w, drop=NEW_COLUMNS):
+    """churn_features as an older shopstream made it: without ``drop``, one row in it."""
+    fields = [f for f in W.table_schema("churn_features")["fields"] if f["name"] not in drop]
+    cols = ", ".join(f'"{f["name"]}" {W._DUCK_TYPES[f["type"]]}' for f in fields)
+    w.con.execute(f'CREATE TABLE churn_features ({cols})')
+    w.con.execute("INSERT INTO churn_features (customer_id, month, recency_days) "
+                  "VALUES (7, DATE '2019-01-01', 3.0)")
+
+
+def test_an_older_table_gets_the_new_nullable_columns_and_keeps_its_rows(wh):
+    _old_churn_table(wh)
+    row = dict(customer_id=8, month=dt.date(2019, 1, 1), recency_days=1.0,
+               abandoned_share=0.25, recency_over_median_gap=2.0)
+    assert wh.write("churn_features", [row]) == 1
+    got = {r["customer_id"]: r for r in rows_of(wh, "churn_features")}
+    assert set(got) == {7, 8}
+    assert got[8]["abandoned_share"] == 0.25 and got[8]["recency_over_median_gap"] == 2.0
+    assert got[7]["abandoned_share"] is None and got[7]["recency_days"] == 3.0
+    cols = [r["column_name"] for r in wh.query(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_name = 'churn_features' ORDER BY ordinal_position")]
+    assert set(cols) == set(W.column_names("churn_features"))
+
+
+def test_an_older_table_without_a_required_column_is_refused_with_what_to_do(wh):
+    required = next(f["name"] for f in W.table_schema("churn_features")["fields"]
+                    if f["mode"] == "REQUIRED" and f["name"] != "customer_id")
+    wh.con.execute('CREATE TABLE churn_features (customer_id BIGINT)')
+    with pytest.raises(ValueError, match=f"lacks required column.*{required}.*drop it"):
+        wh.write("churn_features", [dict(customer_id=1, month=dt.date(2019, 1, 1))])
+    assert count(wh, "churn_features") == 0  # nothing half-written

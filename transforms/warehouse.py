@@ -32,6 +32,11 @@ _DUCK_TYPES = {
     "TIMESTAMP": "TIMESTAMPTZ", "DATE": "DATE",
 }
 
+_BQ_DDL_TYPES = {
+    "STRING": "STRING", "INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL",
+    "TIMESTAMP": "TIMESTAMP", "DATE": "DATE",
+}
+
 
 @lru_cache(maxsize=None)
 def table_schema(table: str) -> dict:
@@ -49,6 +54,20 @@ def column_names(table: str) -> List[str]:
 def arrow_schema(table: str) -> pa.Schema:
     return pa.schema([pa.field(f["name"], _ARROW_TYPES[f["type"]], f["mode"] != "REQUIRED")
                       for f in table_schema(table)["fields"]])
+
+
+def missing_fields(table: str, existing: Iterable[str]) -> List[dict]:
+    """The schema's fields an existing table lacks (a warehouse made by an older
+    shopstream): added as NULLABLE columns, their old rows NULL. A missing REQUIRED
+    field cannot be filled for old rows, so it is refused with what to do."""
+    have = set(existing)
+    missing = [f for f in table_schema(table)["fields"] if f["name"] not in have]
+    required = [f["name"] for f in missing if f["mode"] == "REQUIRED"]
+    if required:
+        raise ValueError(
+            f"warehouse table {table!r} lacks required column(s) {', '.join(required)}: "
+            "it was made by an incompatible version; rename or drop it and run again")
+    return [dict(f, mode="NULLABLE") for f in missing]
 
 
 def _coerce(value: Any, typ: str) -> Any:
@@ -139,6 +158,12 @@ class DuckDBWarehouse(Warehouse):
             f'"{f["name"]}" {_DUCK_TYPES[f["type"]]}'
             + (" NOT NULL" if f["mode"] == "REQUIRED" else "") for f in schema["fields"])
         self.con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({cols})')
+        have = {r[0] for r in self.con.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = ? AND table_schema = current_schema()", [table]).fetchall()}
+        for f in missing_fields(table, have):
+            self.con.execute(
+                f'ALTER TABLE "{table}" ADD COLUMN "{f["name"]}" {_DUCK_TYPES[f["type"]]}')
 
     def write(self, table: str, rows, mode: str = "upsert") -> int:
         data = to_arrow(table, rows)
@@ -229,7 +254,12 @@ class BigQueryWarehouse(Warehouse):
         return t
 
     def ensure(self, table: str) -> None:
-        self.client.create_table(self._table(table), exists_ok=True)
+        current = self.client.create_table(self._table(table), exists_ok=True)
+        added = missing_fields(table, {f.name for f in current.schema})
+        for f in added:  # one column a statement (the emulator takes no more); a rerun
+            # after a partial failure adds the rest, IF NOT EXISTS makes it idempotent
+            self.client.query(f"ALTER TABLE {self.ref(table)} ADD COLUMN IF NOT EXISTS "
+                              f"`{f['name']}` {_BQ_DDL_TYPES[f['type']]}").result()
 
     def write(self, table: str, rows, mode: str = "upsert") -> int:
         bq = self.bigquery
