@@ -82,7 +82,9 @@ class ClickTimesFn(beam.DoFn):
         self.dead.inc(len(dead) + len(header_dead))
         for d in dead:
             yield beam.pvalue.TaggedOutput(DEAD, d)
-        yield from accs.items()
+        compact = self.combine.compact
+        for sid, acc in accs.items():
+            yield sid, compact(acc)
 
 
 class ReadClickTimes(beam.PTransform):

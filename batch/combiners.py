@@ -10,26 +10,33 @@ import apache_beam as beam
 
 from batch import churn_features as cf
 from batch import sales
+from batch.compact import txn_from
+
+
+def _earlier(a, b):
+    """Of two bookings (``compact.txn_tuple`` forms, or None) the one
+    ``churn_features.transaction_rank`` puts first; ``b`` on a tie."""
+    if a is None or b is None:
+        return b if a is None else a
+    return a if cf.transaction_rank(txn_from(a)) < cf.transaction_rank(txn_from(b)) else b
 
 
 class PickBookingFn(beam.CombineFn):
-    """The same booking_id seen twice is kept once (deterministic choice) + a count."""
+    """The same booking_id seen twice is kept once (deterministic choice) + a count.
+    Inputs and the kept booking are ``compact.txn_tuple`` forms: they cross a shuffle."""
 
     def create_accumulator(self):
         return (None, 0)
 
     def add_input(self, acc, txn):
         best, n = acc
-        if best is None or cf.transaction_rank(txn) < cf.transaction_rank(best):
-            best = txn
-        return (best, n + 1)
+        return (_earlier(txn, best), n + 1)
 
     def merge_accumulators(self, accs):
         best, n = None, 0
         for b, k in accs:
             n += k
-            if b is not None and (best is None or cf.transaction_rank(b) < cf.transaction_rank(best)):
-                best = b
+            best = _earlier(b, best)
         return (best, n)
 
     def extract_output(self, acc):
@@ -84,12 +91,24 @@ class SessionTimesFn(beam.CombineFn):
         acc[2].append(value[2])
         return acc
 
+    @staticmethod
+    def compact(acc) -> tuple:
+        """The accumulator as three byte strings, the form that crosses a shuffle (the
+        runner writes bytes as they are, but pickles arrays); merge_accumulators takes
+        either form."""
+        return (acc[0].tobytes(), acc[1].tobytes(), acc[2].tobytes())
+
     def merge_accumulators(self, accs):
         times, keys, kinds = array("q"), array("q"), array("b")
         for t, k, c in accs:
-            times.extend(t)
-            keys.extend(k)
-            kinds.extend(c)
+            if type(t) is bytes:
+                times.frombytes(t)
+                keys.frombytes(k)
+                kinds.frombytes(c)
+            else:
+                times.extend(t)
+                keys.extend(k)
+                kinds.extend(c)
         return (times, keys, kinds)
 
     @staticmethod
