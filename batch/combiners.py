@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from typing import Dict, NamedTuple
+from typing import Dict, Iterable, List, NamedTuple, Sequence
 
 import apache_beam as beam
 
@@ -65,8 +65,14 @@ class TimeRangeFn(beam.CombineFn):
 def event_key(event_id: str) -> int:
     """A signed 64-bit digest of an event id: duplicates are recognised with 8 bytes per
     event instead of the id string."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big",
-                          signed=True)
+    return event_keys((event_id,))[0]
+
+
+def event_keys(event_ids: Iterable[str]) -> List[int]:
+    """:func:`event_key` of each id (one loop, no call per id)."""
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    return [from_bytes(blake2b(e.encode(), digest_size=8).digest(), "big", signed=True)
+            for e in event_ids]
 
 
 class SessionTimes(NamedTuple):
@@ -89,6 +95,14 @@ class SessionTimesFn(beam.CombineFn):
         acc[0].append(value[0])
         acc[1].append(value[1])
         acc[2].append(value[2])
+        return acc
+
+    @staticmethod
+    def add_inputs(acc, times: Sequence[int], keys: Sequence[int], kinds: Sequence[int]):
+        """add_input of each ``(times[i], keys[i], kinds[i])``, in one call."""
+        acc[0].extend(times)
+        acc[1].extend(keys)
+        acc[2].extend(kinds)
         return acc
 
     @staticmethod
