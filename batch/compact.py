@@ -8,6 +8,9 @@ from __future__ import annotations
 from batch import churn_features as cf
 from transforms.records import BookingLine, Transaction
 
+#: Where created_at_us sits in a :func:`txn_tuple` (as in Transaction).
+CREATED_AT = Transaction._fields.index("created_at_us")
+
 
 def txn_tuple(t: Transaction) -> tuple:
     """A Transaction as plain tuples (its lines too)."""
@@ -17,6 +20,11 @@ def txn_tuple(t: Transaction) -> tuple:
 def txn_from(x: tuple) -> Transaction:
     """The Transaction of :func:`txn_tuple`."""
     return Transaction(*x[:4], tuple(BookingLine._make(line) for line in x[4]), *x[5:])
+
+
+def txn_created_at_us(x: tuple) -> int:
+    """created_at_us of a :func:`txn_tuple`, without rebuilding the Transaction."""
+    return x[CREATED_AT]
 
 
 def booking_from(x: tuple) -> cf.Booking:

@@ -87,11 +87,6 @@ class SalesFactsFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(BOOKINGS, (t.customer_id, tuple(cf.booking_of(t))))
 
 
-def booking_time(txn: tuple) -> int:
-    """created_at_us of a ``compact.txn_tuple``."""
-    return compact.txn_from(txn).created_at_us
-
-
 def as_of_date(us: Optional[int]) -> Optional[dt.date]:
     return None if us is None else cf.us_to_date(us)
 

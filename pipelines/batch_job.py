@@ -37,7 +37,6 @@ from batch.steps import (
     SessionActivityFn,
     UnwrapBookingFn,
     as_of_date,
-    booking_time,
     customer_rows,
     dead_row,
     first_by_repr,
@@ -130,7 +129,7 @@ def build_pipeline(p: beam.Pipeline, opts: PipelineOptions, inputs: Optional[Dic
                 | "UnwrapBookings" >> beam.ParDo(UnwrapBookingFn()))
     given = dt.date.fromisoformat(o.as_of) if o.as_of else None
     window = (txns_all
-              | "BookingTimes" >> beam.Map(booking_time)
+              | "BookingTimes" >> beam.Map(compact.txn_created_at_us)
               | "BookingRange" >> beam.CombineGlobally(TimeRangeFn()))
     as_of_pc = window | "AsOf" >> beam.Map(
         lambda r, g: g if g is not None else (as_of_date(r[1]) if r else None), given)
