@@ -81,9 +81,10 @@ def fast_click_times(lines: List[str], meta_ok: Dict[tuple, bool], limit_us: int
     rest: List[str] = []
     if any(len(r) != _NCOLS for r in rows):
         rest = [line for line, r in zip(lines, rows) if len(r) != _NCOLS]
-        lines, rows = zip(*[(line, r) for line, r in zip(lines, rows) if len(r) == _NCOLS]) or ((), ())
-        if not rows:
+        keep = [(line, r) for line, r in zip(lines, rows) if len(r) == _NCOLS]
+        if not keep:
             return [], rest
+        lines, rows = [k[0] for k in keep], [k[1] for k in keep]
     sids, names, times, eids, _sources, metas = (pa.array(c, pa.string()) for c in zip(*rows))
     ok = [(m == "" and n != "ADD_TO_CART") if m == "" else _meta_ok(meta_ok, n, m)
           for n, m in zip(names.to_pylist(), metas.to_pylist())]

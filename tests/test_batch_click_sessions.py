@@ -125,3 +125,14 @@ def test_the_screen_accepts_and_refuses_what_the_full_parser_does(tmp_path, monk
         if name == "mixed":
             assert {raw.split(",")[3] for raw, _ in dead} == {
                 "e3", "e4", "e7", "e9", "", "e10", "e15", "e16", "e17", "e19"}
+
+
+def test_a_batch_of_only_wrong_field_counts_is_dead_lettered(tmp_path):
+    path = tmp_path / "tabs.csv"
+    path.write_text("session_id,event_name,event_time,event_id,traffic_source,event_metadata\n"
+                    "a\tCLICK\t2021-06-22T10:26:25.387346Z\te1\tWEB\t\nx,y\n")
+    sessions, dead = _read_partials(str(path))
+    assert sessions == {}
+    assert [reason for _, reason in dead] == [
+        "wrong field count: expected 6 click_stream fields, got 1",
+        "wrong field count: expected 6 click_stream fields, got 2"]
