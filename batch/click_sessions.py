@@ -53,6 +53,7 @@ _NAMES = pa.array(sorted(records.EVENT_NAMES))
 _PROBE = ("s", None, "2020-01-01T00:00:00Z", "e", "", None)
 _META_OK_MAX = 200_000
 _NCOLS = len(records.CLICK_COLUMNS)
+_INT64_MAX = 2 ** 63 - 1  # Arrow compares int64 times: a huge --max-future is "no limit"
 _KIND = {n: cf.event_kind(n) for n in records.EVENT_NAMES}
 
 
@@ -160,8 +161,9 @@ class ClickTimesFn(beam.DoFn):
         try:
             for i in range(0, len(lines), PARSE_BATCH):
                 batch = lines[i:i + PARSE_BATCH]
-                screened = (fast_click_times(batch, self.meta_ok, now_us() + int(
-                    float(self.max_future) * 1_000_000)) if fmt == "csv" else None)
+                limit = min(now_us() + int(float(self.max_future) * 1_000_000), _INT64_MAX)
+                screened = (fast_click_times(batch, self.meta_ok, limit) if fmt == "csv"
+                            else None)
                 if screened is not None:
                     runs, batch = screened
                     for sid, times, keys, kinds in runs:
