@@ -4,32 +4,39 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from typing import Dict, NamedTuple
+from typing import Dict, Iterable, List, NamedTuple, Sequence
 
 import apache_beam as beam
 
 from batch import churn_features as cf
 from batch import sales
+from batch.compact import txn_from
+
+
+def _earlier(a, b):
+    """Of two bookings (``compact.txn_tuple`` forms, or None) the one
+    ``churn_features.transaction_rank`` puts first; ``b`` on a tie."""
+    if a is None or b is None:
+        return b if a is None else a
+    return a if cf.transaction_rank(txn_from(a)) < cf.transaction_rank(txn_from(b)) else b
 
 
 class PickBookingFn(beam.CombineFn):
-    """The same booking_id seen twice is kept once (deterministic choice) + a count."""
+    """The same booking_id seen twice is kept once (deterministic choice) + a count.
+    Inputs and the kept booking are ``compact.txn_tuple`` forms: they cross a shuffle."""
 
     def create_accumulator(self):
         return (None, 0)
 
     def add_input(self, acc, txn):
         best, n = acc
-        if best is None or cf.transaction_rank(txn) < cf.transaction_rank(best):
-            best = txn
-        return (best, n + 1)
+        return (_earlier(txn, best), n + 1)
 
     def merge_accumulators(self, accs):
         best, n = None, 0
         for b, k in accs:
             n += k
-            if b is not None and (best is None or cf.transaction_rank(b) < cf.transaction_rank(best)):
-                best = b
+            best = _earlier(b, best)
         return (best, n)
 
     def extract_output(self, acc):
@@ -58,8 +65,14 @@ class TimeRangeFn(beam.CombineFn):
 def event_key(event_id: str) -> int:
     """A signed 64-bit digest of an event id: duplicates are recognised with 8 bytes per
     event instead of the id string."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big",
-                          signed=True)
+    return event_keys((event_id,))[0]
+
+
+def event_keys(event_ids: Iterable[str]) -> List[int]:
+    """:func:`event_key` of each id (one loop, no call per id)."""
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    return [from_bytes(blake2b(e.encode(), digest_size=8).digest(), "big", signed=True)
+            for e in event_ids]
 
 
 class SessionTimes(NamedTuple):
@@ -84,12 +97,32 @@ class SessionTimesFn(beam.CombineFn):
         acc[2].append(value[2])
         return acc
 
+    @staticmethod
+    def add_inputs(acc, times: Sequence[int], keys: Sequence[int], kinds: Sequence[int]):
+        """add_input of each ``(times[i], keys[i], kinds[i])``, in one call."""
+        acc[0].extend(times)
+        acc[1].extend(keys)
+        acc[2].extend(kinds)
+        return acc
+
+    @staticmethod
+    def compact(acc) -> tuple:
+        """The accumulator as three byte strings, the form that crosses a shuffle (the
+        runner writes bytes as they are, but pickles arrays); merge_accumulators takes
+        either form."""
+        return (acc[0].tobytes(), acc[1].tobytes(), acc[2].tobytes())
+
     def merge_accumulators(self, accs):
         times, keys, kinds = array("q"), array("q"), array("b")
         for t, k, c in accs:
-            times.extend(t)
-            keys.extend(k)
-            kinds.extend(c)
+            if type(t) is bytes:
+                times.frombytes(t)
+                keys.frombytes(k)
+                kinds.frombytes(c)
+            else:
+                times.extend(t)
+                keys.extend(k)
+                kinds.extend(c)
         return (times, keys, kinds)
 
     @staticmethod

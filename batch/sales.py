@@ -74,6 +74,8 @@ def allocate(total: int, weights: Sequence[int]) -> List[int]:
     if n == 0:
         return []
     total = int(total or 0)
+    if n == 1:  # what the rule below gives for one part
+        return [total]
     w = [max(int(x), 0) for x in weights]
     wsum = sum(w)
     if wsum == 0:
@@ -129,8 +131,8 @@ def fact_rows(txn: Transaction, customer: Optional[CustomerInfo],
     out = []
     for i, (line, revenue, promo, fee) in enumerate(zip(txn.lines, revenues, promos, fees), 1):
         p = products.get(line.product_id)
-        row = dict(common)
-        row.update({
+        out.append({
+            **common,
             "line_number": i,
             "product_id": line.product_id,
             "quantity": line.quantity,
@@ -149,7 +151,6 @@ def fact_rows(txn: Transaction, customer: Optional[CustomerInfo],
             "productDisplayName": p.productDisplayName if p else None,
             "brand": p.brand if p else None,
         })
-        out.append(row)
     return out
 
 
@@ -161,8 +162,8 @@ DailyKey = Tuple[str, Optional[str], Optional[str], Optional[str], Optional[str]
 
 def daily_key(fact: Mapping[str, Any]) -> DailyKey:
     day = fact["date"]
-    return (day.isoformat() if hasattr(day, "isoformat") else str(day),) + tuple(
-        fact.get(d) for d in DAILY_DIMENSIONS)
+    return (day.isoformat() if hasattr(day, "isoformat") else str(day),
+            *map(fact.get, DAILY_DIMENSIONS))
 
 
 def daily_value(fact: Mapping[str, Any]) -> Tuple[str, int, int, int]:

@@ -13,6 +13,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from batch import churn_features as cf
+from batch import compact, sales
 from batch.combiners import SessionTimesFn
 from batch.geo import ProvinceLocator
 from transforms import records
@@ -67,6 +68,25 @@ class LocateProvincesFn(beam.DoFn):
         yield name, place
 
 
+#: Tagged outputs of :class:`SalesFactsFn`.
+OWNERS, BOOKINGS = "owners", "bookings"
+
+
+class SalesFactsFn(beam.DoFn):
+    """A deduplicated booking (``compact.txn_tuple``) → nothing after as_of; else its
+    ``sales_facts`` rows (:func:`batch.sales.fact_rows`), and tagged ``owners``
+    (session_id, customer_id) and ``bookings`` (customer_id, Booking as a plain tuple).
+    One step, not four: each booking is decoded and handled once."""
+
+    def process(self, txn, as_of, customers, products, places):
+        t = compact.txn_from(txn)
+        if not before(t.created_at_us, as_of):
+            return
+        yield from sales.fact_rows(t, customers.get(t.customer_id), products, places)
+        yield beam.pvalue.TaggedOutput(OWNERS, (t.session_id, t.customer_id))
+        yield beam.pvalue.TaggedOutput(BOOKINGS, (t.customer_id, tuple(cf.booking_of(t))))
+
+
 def as_of_date(us: Optional[int]) -> Optional[dt.date]:
     return None if us is None else cf.us_to_date(us)
 
@@ -106,7 +126,8 @@ def owned_session_stat(kv, as_of, visit_gap_s: float, times_fn=SessionTimesFn())
 
 class SessionActivityFn(beam.DoFn):
     """:func:`owned_session_stat` per session, counting repeated event ids as
-    ``click_stream_duplicate`` (SPEC §2: a repeat is a duplicate in the run summary)."""
+    ``click_stream_duplicate`` (SPEC §2: a repeat is a duplicate in the run summary).
+    Emits (owner, SessionStat as a plain tuple): it crosses the next shuffle."""
 
     def __init__(self, visit_gap_s: float):
         self.visit_gap_s = visit_gap_s
@@ -117,17 +138,19 @@ class SessionActivityFn(beam.DoFn):
         if repeats:
             self.duplicates.inc(repeats)
         if row is not None:
-            yield row
+            yield row[0], tuple(row[1])
 
 
 def customer_rows(kv, as_of):
-    """CoGroupByKey(bookings, sessions, customer) of one customer → churn_features rows."""
+    """CoGroupByKey(bookings, sessions, customer) of one customer → churn_features rows
+    (bookings and sessions arrive as plain tuples)."""
     cid, grouped = kv
     if as_of is None:
         return
     customer = next(iter(grouped["customer"]), None)
     yield from cf.churn_rows(
-        cid, grouped["bookings"], grouped["sessions"], as_of,
+        cid, [compact.booking_from(b) for b in grouped["bookings"]],
+        [compact.session_stat_from(s) for s in grouped["sessions"]], as_of,
         customer.first_join_date if customer else None,
         customer.birthdate if customer else None)
 

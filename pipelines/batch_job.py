@@ -23,19 +23,20 @@ from typing import Dict, NamedTuple, Optional, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from batch import churn_features as cf
-from batch import sales
+from batch import compact, sales
 from batch.click_sessions import ReadClickTimes
 from batch.combiners import DailySalesFn, PickBookingFn, TimeRangeFn
 from batch.inputs import KINDS, find_inputs
 from batch.steps import (
+    BOOKINGS,
+    OWNERS,
     ArrowBatchesFn,
     CountFn,
     LocateProvincesFn,
+    SalesFactsFn,
     SessionActivityFn,
     UnwrapBookingFn,
     as_of_date,
-    before,
     customer_rows,
     dead_row,
     first_by_repr,
@@ -120,19 +121,19 @@ def build_pipeline(p: beam.Pipeline, opts: PipelineOptions, inputs: Optional[Dic
         else:
             parsed[kind] = p | f"No{label}" >> beam.Create([])
 
-    # bookings: duplicates once, then as_of
+    # bookings: duplicates once, then as_of. Bookings travel as plain tuples
+    # (batch/compact.py): the runner pickles NamedTuples one by one.
     txns_all = (parsed["transactions"]
-                | "KeyBookings" >> beam.Map(lambda t: (t.booking_id, t))
+                | "KeyBookings" >> beam.Map(lambda t: (t.booking_id, compact.txn_tuple(t)))
                 | "DedupBookings" >> beam.CombinePerKey(PickBookingFn())
                 | "UnwrapBookings" >> beam.ParDo(UnwrapBookingFn()))
     given = dt.date.fromisoformat(o.as_of) if o.as_of else None
     window = (txns_all
-              | "BookingTimes" >> beam.Map(lambda t: t.created_at_us)
+              | "BookingTimes" >> beam.Map(compact.txn_created_at_us)
               | "BookingRange" >> beam.CombineGlobally(TimeRangeFn()))
     as_of_pc = window | "AsOf" >> beam.Map(
         lambda r, g: g if g is not None else (as_of_date(r[1]) if r else None), given)
     as_of = beam.pvalue.AsSingleton(as_of_pc)
-    txns = txns_all | "UpToAsOf" >> beam.Filter(lambda t, a: before(t.created_at_us, a), as_of)
 
     # one record per id (a repeated id keeps the same record whatever the input order)
     customers = (parsed["customer"]
@@ -146,12 +147,12 @@ def build_pipeline(p: beam.Pipeline, opts: PipelineOptions, inputs: Optional[Dic
               | "DistinctLocations" >> beam.Distinct()
               | "LocateProvinces" >> beam.ParDo(LocateProvincesFn(o.geocode, o.geocode_cache)))
 
-    # sales facts and daily sales
-    facts = (txns
-             | "SalesFacts" >> beam.FlatMap(
-                 lambda t, cs, ps, pl: sales.fact_rows(t, cs.get(t.customer_id), ps, pl),
-                 beam.pvalue.AsDict(customers), beam.pvalue.AsDict(products),
-                 beam.pvalue.AsDict(places)))
+    # sales facts (bookings up to as_of) and, from the same step, each booking's session
+    # owner and churn booking; then daily sales
+    booked = txns_all | "SalesFacts" >> beam.ParDo(
+        SalesFactsFn(), as_of, beam.pvalue.AsDict(customers), beam.pvalue.AsDict(products),
+        beam.pvalue.AsDict(places)).with_outputs(OWNERS, BOOKINGS, main="facts")
+    facts = booked.facts
     daily = (facts
              | "DailyKey" >> beam.Map(lambda f: (sales.daily_key(f), sales.daily_value(f)))
              | "DailySales" >> beam.CombinePerKey(DailySalesFn())
@@ -160,13 +161,10 @@ def build_pipeline(p: beam.Pipeline, opts: PipelineOptions, inputs: Optional[Dic
     # churn: sessions, bookings, customer. The click stream arrives as partial
     # SessionTimesFn accumulators (ClickTimes, in the reader); one shuffle per session
     # joins them with the session's owners and merges them into a SessionStat.
-    owners = txns | "SessionOwners" >> beam.Map(lambda t: (t.session_id, t.customer_id))
-    sessions = ({"times": parsed["click_stream"], "owner": owners}
+    sessions = ({"times": parsed["click_stream"], "owner": booked[OWNERS]}
                 | "JoinSessionOwners" >> beam.CoGroupByKey()
                 | "SessionActivity" >> beam.ParDo(SessionActivityFn(o.visit_gap), as_of))
-    bookings = txns | "BookingsByCustomer" >> beam.Map(
-        lambda t: (t.customer_id, cf.booking_of(t)))
-    churn = ({"bookings": bookings, "sessions": sessions, "customer": customers}
+    churn = ({"bookings": booked[BOOKINGS], "sessions": sessions, "customer": customers}
              | "GroupByCustomer" >> beam.CoGroupByKey()
              | "ChurnRows" >> beam.FlatMap(customer_rows, as_of))
 

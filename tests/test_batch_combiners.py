@@ -46,6 +46,7 @@ def test_repeats_are_counted_in_every_session_and_only_owned_sessions_give_a_row
     with TestPipeline(runner="DirectRunner") as p:
         out = (p | beam.Create([("s1", s1), ("s2", s2)])
                | beam.ParDo(SessionActivityFn(1800), dt.date(2021, 1, 1)))
-        assert_that(out | beam.Map(lambda kv: (kv[0], kv[1].n_events)), equal_to([(7, 2)]))
+        assert_that(out | beam.Map(lambda kv: (kv[0], cf.SessionStat._make(kv[1]).n_events)),
+                    equal_to([(7, 2)]))
     counters = p.result.metrics().query()["counters"]
     assert {c.key.metric.name: c.committed for c in counters} == {"click_stream_duplicate": 3}

@@ -197,7 +197,7 @@ def split_records(text: str, csv_quotes: bool = True, ncols: Optional[int] = Non
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    if csv_quotes and '"' in text:
+    if csv_quotes and '"' in text and any(ln.count('"') & 1 for ln in lines):
         out, i, n = [], 0, len(lines)
         while i < n:
             line = lines[i]
@@ -215,4 +215,6 @@ def split_records(text: str, csv_quotes: bool = True, ncols: Optional[int] = Non
             out.append(line)
             i += 1
         lines = out
+    if "\r" not in text:
+        return lines
     return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
