@@ -33,6 +33,16 @@ def test_file_lines_beyond_max_future_are_dead_lettered():
     assert isinstance(out[1], records.ClickEvent)
 
 
+def test_a_far_future_line_keeps_its_own_raw_text_beside_a_line_with_a_control_character():
+    bad = "s,CLICK,2020-01-01T00:00:00Z,e3,WEB,\x01"
+    out = list(parse_lines("click_stream", "csv", [FAR, NOW, bad], max_future=86_400))
+    dead = {d.raw: d.reason for d in out if isinstance(d, records.DeadLetter)}
+    bad_raw = records.dead_letter("click_stream", bad, "").raw  # kept escaped
+    assert set(dead) == {bad_raw, FAR}
+    assert "control character" in dead[bad_raw] and "ahead of the wall clock" in dead[FAR]
+    assert [r.event_id for r in out if isinstance(r, records.ClickEvent)] == ["e2"]
+
+
 def test_pubsub_messages_beyond_max_future_are_dead_lettered_by_the_parser():
     wall = 1_700_000_000 * S
     ok = json.dumps({"session_id": "s", "event_name": "CLICK", "event_id": "a",

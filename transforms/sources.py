@@ -121,16 +121,19 @@ def parse_lines(kind: str, fmt: str, lines: List[str], meta_cache: Optional[dict
     if max_future is not None and kind in ("click_stream", "transactions"):
         wall = now_us()
         limit = wall + int(float(max_future) * 1_000_000)
-        for line, rec in zip(lines, _parse_lines(kind, fmt, lines, meta_cache)):
+        for line, rec in _parse_pairs(kind, fmt, lines, meta_cache):
             if not isinstance(rec, records.DeadLetter) and event_time_us(rec) > limit:
                 rec = records.dead_letter(kind, line, future_reason(
                     event_time_us(rec), wall, max_future))
             yield rec
         return
-    yield from _parse_lines(kind, fmt, lines, meta_cache)
+    for _, rec in _parse_pairs(kind, fmt, lines, meta_cache):
+        yield rec
 
 
-def _parse_lines(kind: str, fmt: str, lines: List[str], meta_cache: Optional[dict] = None):
+def _parse_pairs(kind: str, fmt: str, lines: List[str], meta_cache: Optional[dict] = None):
+    """(line, record or DeadLetter) for every line: the pairing is kept even when a line
+    breaking the text rule is dead-lettered ahead of the others."""
     parse_fields = records.parse_fields
     if meta_cache is not None and kind == "click_stream":
         parse_fields = _click_parser(meta_cache)
@@ -143,7 +146,7 @@ def _parse_lines(kind: str, fmt: str, lines: List[str], meta_cache: Optional[dic
             for line in lines:
                 reason = records.text_problem(line)
                 if reason:
-                    yield records.dead_letter(kind, line, reason)
+                    yield line, records.dead_letter(kind, line, reason)
                 else:
                     good.append(line)
             lines = good
@@ -155,13 +158,13 @@ def _parse_lines(kind: str, fmt: str, lines: List[str], meta_cache: Optional[dic
             (ln, None) for ln in lines)
         for line, fields in pairs:
             try:
-                yield (parse_fields(kind, fields) if fields is not None
-                       else records.parse_csv_line(kind, line))
+                yield line, (parse_fields(kind, fields) if fields is not None
+                             else records.parse_csv_line(kind, line))
             except records.InvalidRecord as exc:
-                yield records.dead_letter(kind, line, str(exc))
+                yield line, records.dead_letter(kind, line, str(exc))
     else:
         for line in lines:
-            yield records.parse_or_dead(kind, line, "json")
+            yield line, records.parse_or_dead(kind, line, "json")
 
 
 class ParseLines(beam.DoFn):
