@@ -21,8 +21,9 @@ Two implementations, same results (``mode``):
   session_id in the GLOBAL window (Dataflow has no stateful DoFns in merging windows),
   with two event-time timers. ``process()`` appends the event to the session's bag and
   moves ``flush`` down to ``t + 1`` when needed (the earliest moment this arrival lets
-  anything settle; that firing sees the arrival and re-arms ``close``, so ``process()``
-  never moves ``close``: one timer write per session and bundle, not per event). A firing hands the bag to the pure
+  anything settle). That firing sees the arrival and re-arms ``close`` at the visit end,
+  so ``process()`` never moves ``close``: one timer write per session and bundle, not
+  per event. A firing hands the bag to the pure
   :func:`~transforms.session_rules.advance`: dedup and late check of the new arrivals,
   emit what is final, keep only the events from the first non-final one on, re-arm
   ``flush`` at the next settle point and ``close`` at the visit end — or, once nothing is
@@ -41,8 +42,9 @@ a blind append, and a firing rewrites the bag once: a few state operations per s
 per bundle, independent of its number of events.
 
 Note for consumers: the firings of one bundle leave as ONE batch (``_BundleBatch``),
-stamped at the latest of those firings (at or after every event it holds); settled events leave up to ``max(1, lookback) * visit_gap`` of event time after
-they happened, adds at once. Consumers aggregate by the event times inside the batch
+stamped at the latest of those firings (at or after every event it holds); settled
+events leave up to ``max(1, lookback) * visit_gap`` of event time after they happened,
+adds at once. Consumers aggregate by the event times inside the batch
 (``transforms.slices``), not by element timestamps — no windowing downstream.
 
 After ``dedup_ttl`` the session's state is gone: a redelivery or a very late event is
