@@ -35,3 +35,16 @@ def test_chunks_are_in_event_time_order_and_watermarks_are_sound(tmp_path):
             assert after == order[seen] - 1 and all(t > after for t in order[seen:])
         else:
             assert after is None
+
+
+def test_a_row_the_time_field_does_not_fit_goes_first_and_valid_times_are_the_parsers():
+    from pipelines.replay_source import _UNPARSED, _times
+    from transforms import sources
+
+    lines = [_line(1, T0 + 5), "s,CLICK,not-a-time,e2,WEB,", "a,b", _line(3, T0 + 1),
+             'q,SEARCH,2021-01-01T00:00:00Z,e4,WEB,"{\'search_keywords\': \'x\'}"']
+    parsed = [sources.event_time_us(r) for r in sources.parse_lines("click_stream", "csv", lines, {})
+              if not hasattr(r, "reason")]
+    times = _times("click_stream", "csv", lines)
+    assert times[1] == times[2] == _UNPARSED
+    assert [t for t in times if t != _UNPARSED] == parsed
