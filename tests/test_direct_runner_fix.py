@@ -1,5 +1,6 @@
 """pipelines.direct_runner_fix: the memoised specs are the runner's own, per class; the
-indexed timer scan fires every timer once, in order."""
+indexed timer scan fires every timer once, in order; on the FnApiRunner, event-time
+timers fire only up to the watermark a splittable source reports, between its chunks."""
 from __future__ import annotations
 
 import apache_beam as beam
@@ -9,7 +10,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import TimerSpec, on_timer
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Timestamp
@@ -67,3 +68,130 @@ def test_indexed_timer_scan_fires_every_timer_once_in_order():
         out = (p | stream | beam.Map(lambda kv: kv).with_output_types(KV[int, int])
                | beam.ParDo(_ChainFn()))
         assert_that(out, equal_to(want))
+
+
+# --------------------------------------------------------------------------- FnApiRunner
+class _Chunks(beam.transforms.core.RestrictionProvider):
+    def initial_restriction(self, element):
+        from apache_beam.io.restriction_trackers import OffsetRange
+
+        return OffsetRange(0, 5)
+
+    def create_tracker(self, restriction):
+        from apache_beam.io.restriction_trackers import OffsetRestrictionTracker
+
+        return OffsetRestrictionTracker(restriction)
+
+    def restriction_size(self, element, restriction):
+        return restriction.size()
+
+    def split(self, element, restriction):
+        yield restriction
+
+
+class _Manual(beam.transforms.core.WatermarkEstimatorProvider):
+    def initial_estimator_state(self, element, restriction):
+        return None
+
+    def create_watermark_estimator(self, state):
+        from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+
+        return ManualWatermarkEstimator(state)
+
+
+def _log(path, *entry):
+    with open(path, "a") as f:
+        f.write(repr(entry) + "\n")
+
+
+class _ChunkedSource(beam.DoFn):
+    """Chunk i: keys a, b at 100 s·i and 100 s·i + 1; the watermark then 100 s·i + 99."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def process(self, element, tracker=beam.DoFn.RestrictionParam(_Chunks()),
+                watermark=beam.DoFn.WatermarkEstimatorParam(_Manual())):
+        i = tracker.current_restriction().start
+        if not tracker.try_claim(i):
+            return
+        _log(self.log, "chunk", i)
+        for k, key in enumerate("ab"):
+            yield TimestampedValue((key, 100 * i + k), 100 * i + k)
+        if i < 4:
+            watermark.set_watermark(Timestamp(100 * i + 99))
+            tracker.defer_remainder()
+
+
+class _TimerAheadFn(beam.DoFn):
+    """Per element a timer 250 s ahead (re-set later by later elements of the key)."""
+
+    T = TimerSpec("ahead", TimeDomain.WATERMARK)
+
+    def __init__(self, log):
+        self.log = log
+
+    def process(self, kv, t=beam.DoFn.TimerParam(T)):
+        t.set(Timestamp(kv[1] + 250))
+
+    @on_timer(T)
+    def fire(self, key=beam.DoFn.KeyParam, ts=beam.DoFn.TimestampParam):
+        _log(self.log, "timer", key, int(ts.micros // 1_000_000))
+        yield key, int(ts.micros // 1_000_000)
+
+
+def test_fn_api_runner_fires_timers_only_up_to_the_sources_watermark(tmp_path):
+    """Beam's FnApiRunner would fire the 250 s timers right after chunk 0 (its stage
+    counts as +inf and the SDF's watermark is ignored), before elements at 100 and 200
+    s arrive. With the fix a timer fires once the source's watermark has passed it —
+    between chunks, not all at the end — and each key's timer, re-set by every later
+    element, fires once at the end (650 s / 651 s)."""
+    direct_runner_fix.apply()
+    log = str(tmp_path / "order.log")
+    p = TestPipeline(options=PipelineOptions(["--runner=DirectRunner"]))
+    fired = (p | beam.Impulse() | beam.ParDo(_ChunkedSource(log))
+             | beam.ParDo(_TimerAheadFn(log)).with_input_types(KV[str, int]))
+    assert_that(fired, equal_to([("a", 650), ("b", 651)]))
+    p.run().wait_until_finish()
+    order = [eval(line) for line in open(log)]
+    assert order == [("chunk", i) for i in range(5)] + [("timer", "a", 650), ("timer", "b", 651)]
+
+
+class _OneTimerFn(beam.DoFn):
+    """A timer 150 s after the first element of each key, never moved."""
+
+    T = TimerSpec("once", TimeDomain.WATERMARK)
+    SEEN = ReadModifyWriteStateSpec("seen", beam.coders.VarIntCoder())
+
+    def __init__(self, log):
+        self.log = log
+
+    def process(self, kv, t=beam.DoFn.TimerParam(T), seen=beam.DoFn.StateParam(SEEN)):
+        _log(self.log, "element", kv[0], kv[1])
+        if seen.read() is None:
+            seen.write(1)
+            t.set(Timestamp(kv[1] + 150))
+
+    @on_timer(T)
+    def fire(self, key=beam.DoFn.KeyParam, ts=beam.DoFn.TimestampParam):
+        _log(self.log, "timer", key, int(ts.micros // 1_000_000))
+        yield key, int(ts.micros // 1_000_000)
+
+
+def test_fn_api_runner_timers_fire_between_chunks_once_due(tmp_path):
+    """Timers at 150 s / 151 s: due once chunk 1 is read (watermark 199 s), so they fire
+    after chunk 1 and before chunk 2 (elements at 200 s) — not at the end, and never
+    before an element at or before their time could still arrive."""
+    direct_runner_fix.apply()
+    log = str(tmp_path / "order.log")
+    p = TestPipeline(options=PipelineOptions(["--runner=DirectRunner"]))
+    fired = (p | beam.Impulse() | beam.ParDo(_ChunkedSource(log))
+             | beam.ParDo(_OneTimerFn(log)).with_input_types(KV[str, int]))
+    assert_that(fired, equal_to([("a", 150), ("b", 151)]))
+    p.run().wait_until_finish()
+    order = [eval(line) for line in open(log)]
+    timers = [i for i, e in enumerate(order) if e[0] == "timer"]
+    chunk2 = order.index(("chunk", 2))
+    assert len(timers) == 2 and order.index(("chunk", 1)) < min(timers) and max(timers) < chunk2
+    late = [e for e in order[max(timers):] if e[0] == "element" and e[2] <= 151]
+    assert late == []

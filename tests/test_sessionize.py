@@ -271,6 +271,26 @@ def test_batch_on_direct_runner_equals_reference(mode):
     assert counters["visits_closed"] == visits and counters["inferred"] == inferred > 0
 
 
+def test_a_bundles_firings_leave_in_batches_of_at_most_the_limit(monkeypatch):
+    """Full bundle batches leave from the firing that fills them, the rest at the end of
+    the bundle: every settled event exactly once, each batch within the limit plus one
+    firing (a session here has at most 14 events and as many adds)
+    and stamped at or after its events."""
+    from transforms import sessionize
+
+    monkeypatch.setattr(sessionize._BundleBatch, "LIMIT", 5)
+    stream, _ = _batch_events()
+    unique, _ = drop_duplicates(stream)
+    p = TestPipeline(options=PipelineOptions(["--runner=DirectRunner"]))
+    out = (p | beam.Create(stream) | "Stamp" >> beam.Map(_tv) | Sessionize(mode="stateful"))
+    assert_that(_events(out), equal_to(enrich_session(unique)), label="Enriched")
+    checks = out[ENRICHED] | beam.Map(
+        lambda b, ts=beam.DoFn.TimestampParam: len(b.enriched) + len(b.adds) <= 5 + 2 * 14
+        and all(e.event_time_us <= ts.micros for e in b.enriched))
+    assert_that(checks | beam.Filter(lambda ok: not ok), equal_to([]), label="Limits")
+    p.run().wait_until_finish()
+
+
 # --------------------------------------------------------------------------- wiring
 def _labels(p):
     return {t.unique_name for t in p.to_runner_api().components.transforms.values()}

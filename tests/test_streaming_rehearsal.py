@@ -11,7 +11,7 @@ import shutil
 import duckdb
 import pytest
 
-from pipelines import cli
+from pipelines import cli, direct_runner_fix, replay_source
 from tests.reference_sql import (
     assert_engagement_matches_oracle,
     reference_engagement,
@@ -33,6 +33,7 @@ TABLES = {
     "top10_products_by_season_gender": "SELECT * FROM top10_products_by_season_gender",
 }
 TOP_N = 50
+CHUNK_RECORDS = 400
 FUTURE = "s-future,ADD_TO_CART,9999-12-31T23:59:59Z,e-future,WEB,\"{'product_id': 1, 'quantity': 1, 'item_price': 5}\""
 
 
@@ -67,9 +68,15 @@ def runs(tmp_path_factory, redis_session):
         url = f"{base}/{db}"
         redis_session.client().execute_command("SELECT", db)
         warehouse = root / f"{name}.duckdb"
-        assert cli.main(["replay", "--input", str(data), "--warehouse", str(warehouse),
-                         "--redis", url, *extra]) == 0
-        out[name] = {"warehouse": warehouse, "redis": url}
+        with pytest.MonkeyPatch.context() as mp:
+            # small event-time chunks: the watermark steps many times on this tiny set
+            mp.setattr(replay_source, "CHUNK_RECORDS", CHUNK_RECORDS)
+            mp.setattr(direct_runner_fix, "EVENT_TIME_STATS",
+                       {"released_early": 0, "held_peak": 0})
+            assert cli.main(["replay", "--input", str(data), "--warehouse", str(warehouse),
+                             "--redis", url, *extra]) == 0
+            out[name] = {"warehouse": warehouse, "redis": url,
+                         "timers": dict(direct_runner_fix.EVENT_TIME_STATS)}
     return out
 
 
@@ -153,3 +160,15 @@ def test_redis_product_rankings_equal_the_sql_oracle(runs, horizon):
         lowest = min(v for _, v in got)
         assert all(v <= lowest + 1e-9 for pid, v in scores.items() if pid not in kept), name
         assert len(got) == min(len(scores), TOP_N), name  # the default --top-n
+
+
+def test_streaming_rehearsal_fires_timers_while_the_input_is_read(runs):
+    """The watermark advances with the data: session timers fire between event-time
+    chunks, long before the input ends, and at no time are most sessions held (the
+    rehearsal's tables above are still equal to the bounded replay's)."""
+    timers = runs["streaming"]["timers"]
+    sessions = _rows(runs["bounded"]["warehouse"],
+                     "SELECT count(DISTINCT session_id) FROM events_enriched")[0][0]
+    assert timers["released_early"] > sessions  # several firings per session on average
+    assert 0 < timers["held_peak"] < sessions / 2
+    assert runs["bounded"]["timers"] == {"released_early": 0, "held_peak": 0}

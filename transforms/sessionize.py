@@ -20,9 +20,10 @@ Two implementations, same results (``mode``):
 * ``"stateful"`` (any input; the only choice for streams) — ``SessionizeFn``, keyed by
   session_id in the GLOBAL window (Dataflow has no stateful DoFns in merging windows),
   with two event-time timers. ``process()`` appends the event to the session's bag and
-  moves the timers when needed — ``flush`` down to ``t + 1`` (the earliest moment this
-  arrival lets anything settle) and ``close`` up to ``t + visit_gap + 1`` (when all that
-  is buffered settles). A firing hands the bag to the pure
+  moves ``flush`` down to ``t + 1`` when needed (the earliest moment this arrival lets
+  anything settle). That firing sees the arrival and re-arms ``close`` at the visit end,
+  so ``process()`` never moves ``close``: one timer write per session and bundle, not
+  per event. A firing hands the bag to the pure
   :func:`~transforms.session_rules.advance`: dedup and late check of the new arrivals,
   emit what is final, keep only the events from the first non-final one on, re-arm
   ``flush`` at the next settle point and ``close`` at the visit end — or, once nothing is
@@ -40,9 +41,10 @@ modules). So a session's whole state is ONE bag, ``process()`` never writes anyt
 a blind append, and a firing rewrites the bag once: a few state operations per session
 per bundle, independent of its number of events.
 
-Note for consumers: a batch is stamped at its timer firing (at or after the events it
-holds); settled events leave up to ``max(1, lookback) * visit_gap`` of event time after
-they happened, adds at once. Consumers aggregate by the event times inside the batch
+Note for consumers: the firings of one bundle leave as ONE batch (``_BundleBatch``),
+stamped at the latest of those firings (at or after every event it holds); settled
+events leave up to ``max(1, lookback) * visit_gap`` of event time after they happened,
+adds at once. Consumers aggregate by the event times inside the batch
 (``transforms.slices``), not by element timestamps — no windowing downstream.
 
 After ``dedup_ttl`` the session's state is gone: a redelivery or a very late event is
@@ -63,6 +65,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.records import ClickEvent, DeadLetter, dead_letter, format_time_us
 from transforms.session_rules import (
@@ -123,11 +126,16 @@ class _Counters:
         self.visits_closed = Metrics.counter(METRICS_NAMESPACE, "visits_closed")
         self.late = Metrics.counter(METRICS_NAMESPACE, "late")
 
-    def outputs(self, enriched, duplicates, late, visits_closed, adds=()):
+    def outputs(self, enriched, duplicates, late, visits_closed, adds=(), pending=None):
         """Count and yield the outputs of one step: one :class:`SessionBatch` (when it
-        holds anything), duplicates and late dead letters at their event time."""
+        holds anything; with ``pending``, added to that bundle's batch instead),
+        duplicates and late dead letters at their event time."""
         inferred = sum(e.product_id_inferred for e in enriched)
-        if enriched or adds:
+        if pending is not None:
+            full = pending.add(enriched, adds)
+            if full is not None:
+                yield full
+        elif enriched or adds:
             yield SessionBatch(tuple(enriched), tuple(adds))
         if enriched:
             self.valid.inc(len(enriched))
@@ -144,6 +152,40 @@ class _Counters:
             yield beam.pvalue.TaggedOutput(LATE, window.TimestampedValue(
                 dead_letter(DEAD_LETTER_SOURCE, event_to_json(e), reason),
                 Timestamp(micros=e[TIME])))
+
+
+class _BundleBatch:
+    """The settled events and adds of every firing of one bundle, emitted as ONE
+    :class:`SessionBatch` (at most :attr:`LIMIT` events) stamped at the latest of those
+    firings: a session's firing holds a handful of events, and every element costs its
+    consumers (contributions per shard, the warehouse writer's Arrow table) far more
+    than its events do."""
+
+    LIMIT = 20_000
+
+    def __init__(self):
+        self.enriched: list = []
+        self.adds: list = []
+        self.at_us: Optional[int] = None
+
+    def stamp(self, ts_us: int) -> None:
+        if self.at_us is None or ts_us > self.at_us:
+            self.at_us = ts_us
+
+    def add(self, enriched, adds):
+        """Add one firing's output; a full batch comes back, timestamped, to be emitted."""
+        self.enriched.extend(enriched)
+        self.adds.extend(adds)
+        return self.take() if len(self.enriched) + len(self.adds) >= self.LIMIT else None
+
+    def take(self):
+        """The batch so far as a timestamped value (None when empty); starts a new one."""
+        if not (self.enriched or self.adds):
+            return None
+        out = window.TimestampedValue(SessionBatch(tuple(self.enriched), tuple(self.adds)),
+                                      Timestamp(micros=self.at_us))
+        self.enriched, self.adds = [], []
+        return out
 
 
 class SessionizeFn(beam.DoFn):
@@ -172,9 +214,16 @@ class SessionizeFn(beam.DoFn):
         gap_us(dedup_ttl)  # validate
         self._counters = _Counters()
         self._armed: OrderedDict = OrderedDict()
+        self._batch = _BundleBatch()
 
     def start_bundle(self):
         self._armed = OrderedDict()
+        self._batch = _BundleBatch()
+
+    def finish_bundle(self):
+        out = self._batch.take()
+        if out is not None:
+            yield WindowedValue(out.value, out.timestamp, (window.GlobalWindow(),))
 
     def _remember(self, key, armed):
         self._armed[key] = armed
@@ -191,32 +240,26 @@ class SessionizeFn(beam.DoFn):
                 arrivals.append(payload)
         f, c = (ctx.flush_at, ctx.close_at) if ctx is not None else (None, None)
         for e in arrivals:
-            nf, nc = _timer_us(e[TIME] + 1), _timer_us(e[TIME] + self._gap + 1)
+            nf = _timer_us(e[TIME] + 1)
             if f is None or nf < f:
                 f = nf
-            if c is None or nc > c:
-                c = nc
         return ctx, arrivals, [f, c]
 
     def process(self, element: Tuple[str, tuple],
                 state=beam.DoFn.StateParam(STATE),
-                flush=beam.DoFn.TimerParam(FLUSH),
-                close=beam.DoFn.TimerParam(CLOSE)):
+                flush=beam.DoFn.TimerParam(FLUSH)):
         key, event = element
         armed = self._armed.get(key)
         if armed is None:
             armed = self._split(state.read())[2]
         f, c = armed
-        t = event[TIME]
-        nf = _timer_us(t + 1)             # the earliest this arrival lets anything settle
+        nf = _timer_us(event[TIME] + 1)  # the earliest this arrival lets anything settle
         if f is None or nf < f:
             f = nf
             flush.set(Timestamp(micros=f))
-        nc = _timer_us(t + self._gap + 1)  # when everything known settles (visit end)
-        if c is None or nc > c:
-            c = nc
-            close.set(Timestamp(micros=c))
         self._remember(key, (f, c))
+        # ``close`` is not moved here: the flush armed at or before this arrival's
+        # ``t + 1`` fires first, sees it and re-arms ``close`` at the visit end.
         state.add((0, event))
 
     @on_timer(FLUSH)
@@ -253,8 +296,9 @@ class SessionizeFn(beam.DoFn):
             if new_ctx is not None:
                 state.add((1, tuple(new_ctx)))
         self._remember(key, tuple(wanted))
+        self._batch.stamp(now)
         return self._counters.outputs(res.enriched, res.duplicates, res.late,
-                                      res.visits_closed, res.adds)
+                                      res.visits_closed, res.adds, pending=self._batch)
 
 
 class EnrichSessionFn(beam.DoFn):

@@ -174,6 +174,7 @@ class ParseLines(beam.DoFn):
                  max_future: float = DEFAULT_MAX_FUTURE):
         self.kind, self.fmt, self.timestamped = kind, fmt, timestamped
         self.max_future = max_future
+        self.meta_cache: dict = {}  # the metadata fast paths, as in ParseChunks
         self.read = Metrics.counter("shopstream", f"{kind}_read")
         self.valid = Metrics.counter("shopstream", f"{kind}_valid")
         self.dead = Metrics.counter("shopstream", f"{kind}_dead_lettered")
@@ -181,7 +182,8 @@ class ParseLines(beam.DoFn):
     def process(self, lines: List[str]):
         self.read.inc(len(lines))
         good = bad = 0
-        for rec in parse_lines(self.kind, self.fmt, lines, max_future=self.max_future):
+        for rec in parse_lines(self.kind, self.fmt, lines, self.meta_cache,
+                               max_future=self.max_future):
             if isinstance(rec, records.DeadLetter):
                 bad += 1
                 yield beam.pvalue.TaggedOutput(DEAD, rec)
