@@ -439,7 +439,8 @@ CLOUD_VARS = {
 
 @pytest.fixture
 def cloud_make(tmp_path):
-    """Run a cloud.mk target with gcloud/bq/shopstream replaced by recording stubs."""
+    """Run a cloud.mk target as users do (through the top-level Makefile, which includes
+    it) with gcloud/bq/shopstream replaced by recording stubs."""
     import shutil
     import subprocess
 
@@ -461,7 +462,7 @@ def cloud_make(tmp_path):
         variables = {**CLOUD_VARS, "GCLOUD": str(stubs / "gcloud"), "BQ": str(stubs / "bq"),
                      "SHOPSTREAM": str(stubs / "shopstream"), "PYTHON3": sys.executable,
                      "CLOUD_BUILD_DIR": str(tmp_path / "build"), **extra}
-        proc = subprocess.run(["make", "--no-print-directory", "-f", "templates/cloud.mk", target]
+        proc = subprocess.run(["make", "--no-print-directory", target]
                               + [f"{k}={v}" for k, v in variables.items()],
                               cwd=ROOT, capture_output=True, text=True, timeout=120)
         calls = [json.loads(ln) for ln in log.read_text().splitlines()] if log.exists() else []
