@@ -68,8 +68,8 @@ def fast_click_times(lines: List[str], meta_ok: Dict[tuple, bool], limit_us: int
 
     A line is screened valid when its ids are plain ``[0-9A-Za-z_-]+``, its name is an
     event name, its time ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (converted by Arrow, in C) is
-    not past ``limit_us`` (the --max-future limit), and its metadata is empty (not an
-    ADD_TO_CART) or was accepted by ``records.click_event`` itself: metadata is checked
+    not past ``limit_us`` (the --max-future limit), and ``records.click_event`` itself
+    accepts its (event_name, metadata), empty metadata included: metadata is checked
     last and alone, so it is probed once per distinct (event_name, metadata) text."""
     if not lines or records.text_problem("\n".join(lines)) is not None:
         return None
@@ -87,8 +87,7 @@ def fast_click_times(lines: List[str], meta_ok: Dict[tuple, bool], limit_us: int
             return [], rest
         lines, rows = [k[0] for k in keep], [k[1] for k in keep]
     sids, names, times, eids, _sources, metas = (pa.array(c, pa.string()) for c in zip(*rows))
-    ok = [(m == "" and n != "ADD_TO_CART") if m == "" else _meta_ok(meta_ok, n, m)
-          for n, m in zip(names.to_pylist(), metas.to_pylist())]
+    ok = [_meta_ok(meta_ok, n, m) for n, m in zip(names.to_pylist(), metas.to_pylist())]
     regex = pc.match_substring_regex
     mask = pc.and_(pc.and_(regex(sids, _PLAIN_ID), regex(eids, _PLAIN_ID)),
                    pc.and_(pc.is_in(names, value_set=_NAMES), regex(times, _PLAIN_TIME)))

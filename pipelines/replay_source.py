@@ -44,8 +44,7 @@ def _times(kind: str, fmt: str, lines: List[str]) -> List[int]:
     CSV click row's time is its ``event_time`` field through ``records.parse_time_us``,
     as the parser reads it; a row that field does not fit is :data:`_UNPARSED` (it goes
     first: a record placed early is only ahead of the watermark, never behind it)."""
-    cache: dict = {}
-    if records.text_problem("\n".join(lines)) is None and fmt == "csv" and kind == "click_stream":
+    if fmt == "csv" and kind == "click_stream" and records.text_problem("\n".join(lines)) is None:
         try:
             rows = list(csv.reader(lines))
         except csv.Error:
@@ -59,17 +58,10 @@ def _times(kind: str, fmt: str, lines: List[str]) -> List[int]:
                 except records.InvalidRecord:
                     out.append(_UNPARSED)
             return out
-    if records.text_problem("\n".join(lines)) is None:
-        recs = list(sources.parse_lines(kind, fmt, lines, cache))
-        if len(recs) == len(lines):
-            return [_UNPARSED if isinstance(r, records.DeadLetter) else sources.event_time_us(r)
-                    for r in recs]
-    out = []
-    for line in lines:
-        r = next(iter(sources.parse_lines(kind, fmt, [line], cache)), None)
-        out.append(_UNPARSED if r is None or isinstance(r, records.DeadLetter)
-                   else sources.event_time_us(r))
-    return out
+    # the parser's own (line, record) pairs: equal lines parse alike, so a map serves
+    times = {line: _UNPARSED if isinstance(r, records.DeadLetter) else sources.event_time_us(r)
+             for line, r in sources.parse_pairs(kind, fmt, lines, {})}
+    return [times[line] for line in lines]
 
 
 def ordered_chunks(path: str, kind: str, chunk_records: int = CHUNK_RECORDS):

@@ -121,17 +121,17 @@ def parse_lines(kind: str, fmt: str, lines: List[str], meta_cache: Optional[dict
     if max_future is not None and kind in ("click_stream", "transactions"):
         wall = now_us()
         limit = wall + int(float(max_future) * 1_000_000)
-        for line, rec in _parse_pairs(kind, fmt, lines, meta_cache):
+        for line, rec in parse_pairs(kind, fmt, lines, meta_cache):
             if not isinstance(rec, records.DeadLetter) and event_time_us(rec) > limit:
                 rec = records.dead_letter(kind, line, future_reason(
                     event_time_us(rec), wall, max_future))
             yield rec
         return
-    for _, rec in _parse_pairs(kind, fmt, lines, meta_cache):
+    for _, rec in parse_pairs(kind, fmt, lines, meta_cache):
         yield rec
 
 
-def _parse_pairs(kind: str, fmt: str, lines: List[str], meta_cache: Optional[dict] = None):
+def parse_pairs(kind: str, fmt: str, lines: List[str], meta_cache: Optional[dict] = None):
     """(line, record or DeadLetter) for every line: the pairing is kept even when a line
     breaking the text rule is dead-lettered ahead of the others."""
     parse_fields = records.parse_fields
