@@ -8,18 +8,20 @@ from __future__ import annotations
 from batch import churn_features as cf
 from transforms.records import BookingLine, Transaction
 
-#: Where created_at_us sits in a :func:`txn_tuple` (as in Transaction).
+#: Where created_at_us and the lines sit in a :func:`txn_tuple` (as in Transaction).
 CREATED_AT = Transaction._fields.index("created_at_us")
+LINES = Transaction._fields.index("lines")
 
 
 def txn_tuple(t: Transaction) -> tuple:
     """A Transaction as plain tuples (its lines too)."""
-    return (*t[:4], tuple(tuple(line) for line in t.lines), *t[5:])
+    return (*t[:LINES], tuple(tuple(line) for line in t.lines), *t[LINES + 1:])
 
 
 def txn_from(x: tuple) -> Transaction:
     """The Transaction of :func:`txn_tuple`."""
-    return Transaction(*x[:4], tuple(BookingLine._make(line) for line in x[4]), *x[5:])
+    return Transaction(*x[:LINES], tuple(BookingLine._make(line) for line in x[LINES]),
+                       *x[LINES + 1:])
 
 
 def txn_created_at_us(x: tuple) -> int:
