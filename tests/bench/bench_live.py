@@ -105,7 +105,7 @@ def _latencies(sent, seen):
     return out, len(sent) - len(out)
 
 
-def run(rates=(100, 200, 400), step_seconds=40, drain_seconds=30) -> list:
+def run(rates=(100, 200, 400, 500), step_seconds=40, drain_seconds=30) -> list:
     """One ``shopstream stream`` per rate with the DEFAULT options (visit gap 1800 s):
     sustained events/s and p50/p99 publish→visible latency of add-to-carts."""
     import random
