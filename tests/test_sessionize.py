@@ -375,3 +375,25 @@ def test_a_bag_of_single_and_bundled_arrivals_reads_as_one_arrival_list():
     assert got_ctx == ctx and arrivals == e
     assert armed == [min([5_000] + [-(-(x[3] + 1) // 1000) * 1000 for x in e]), 9_000]
 
+
+def test_session_batches_cross_stages_with_their_own_coder_field_for_field():
+    from transforms.session_rules import EnrichedEvent, SessionBatch
+    from transforms.sessionize import SessionBatchCoder
+
+    events = [e for e in EXPECTED if e.dwell_seconds is not None][:3] + [
+        e for e in EXPECTED if e.product_id_inferred][:2] + [EnrichedEvent(
+            "s", "e", "BOOKING", -5, "", None, 2, 300, "Failed", "kw", "P1", 7, "s:-5",
+            False, None)]
+    batch = SessionBatch(tuple(events), ((11, T0), (12, T0 + 1)))
+    coder = beam.coders.registry.get_coder(SessionBatch)
+    assert isinstance(coder, SessionBatchCoder)
+    for b in (batch, SessionBatch((), ()), SessionBatch((), ((3, 4),))):
+        back = coder.decode(coder.encode(b))
+        assert back == b and type(back) is SessionBatch
+        assert all(type(e) is EnrichedEvent for e in back.enriched)
+        assert [tuple(map(type, e)) for e in back.enriched] == [tuple(map(type, e))
+                                                                for e in b.enriched]
+    p = beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner", "--streaming"]))
+    out = p | TestStream().advance_watermark_to_infinity() | "Sessionize" >> Sessionize()
+    assert isinstance(beam.coders.registry.get_coder(out[ENRICHED].element_type),
+                      SessionBatchCoder)

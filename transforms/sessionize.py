@@ -76,6 +76,7 @@ from transforms.session_rules import (
     DEFAULT_VISIT_GAP,
     SESSION,
     TIME,
+    EnrichedEvent,
     SessionBatch,
     SessionCtx,
     accepted_adds,
@@ -164,6 +165,37 @@ class KeySessionsInBundle(beam.DoFn):
         for sid, group in group_by_session(events).items():
             yield WindowedValue((sid, group), Timestamp(micros=min(e[TIME] for e in group)),
                                 gw)
+
+
+class SessionBatchCoder(coders.Coder):
+    """:class:`SessionBatch` as plain tuples (every field of every event kept, in field
+    order) through the FastPrimitivesCoder, instead of its pickle fallback for named
+    tuples; decoded back into :class:`EnrichedEvent` named tuples. Never a key."""
+
+    def __init__(self):
+        self._tuples = coders.FastPrimitivesCoder()
+
+    def encode(self, batch: SessionBatch) -> bytes:
+        return self._tuples.encode((tuple(map(tuple, batch.enriched)), tuple(batch.adds)))
+
+    def decode(self, encoded: bytes) -> SessionBatch:
+        enriched, adds = self._tuples.decode(encoded)
+        return SessionBatch(tuple(map(EnrichedEvent._make, enriched)), adds)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self):
+        return SessionBatch
+
+    def __eq__(self, other):
+        return type(self) is type(other)
+
+    def __hash__(self):
+        return hash(type(self))
+
+
+coders.registry.register_coder(SessionBatch, SessionBatchCoder)
 
 
 class _Counters:
