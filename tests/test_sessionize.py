@@ -330,3 +330,70 @@ def test_grouped_mode_refuses_unbounded_input_and_bad_arguments():
 def test_event_to_json_round_trips_through_the_json_parser():
     for e in EVENTS[-7:]:
         assert parse_json("click_stream", event_to_json(tuple(e))) == e
+
+
+# --------------------------------------------------------------------------- bundling
+def test_a_bundles_events_are_grouped_per_session_in_arrival_order():
+    from transforms.sessionize import arrival_events, group_by_session
+
+    order = _arrival("shuffled", random.Random(7), EVENTS)
+    groups = group_by_session(order)
+    assert set(groups) == {e.session_id for e in EVENTS}
+    for sid, group in groups.items():
+        assert group == [e for e in order if e.session_id == sid]
+    one = tuple(EVENTS[0])
+    assert arrival_events(one) == [one]            # the element form before bundling
+    assert arrival_events([one, one]) == [one, one]
+
+
+def test_key_by_session_leaves_each_sessions_events_stamped_at_the_earliest():
+    from transforms.sessionize import KeySessionsInBundle
+
+    p = TestPipeline(options=PipelineOptions(["--runner=DirectRunner"]))
+    keyed = (p | beam.Create(EVENTS) | "Stamp" >> beam.Map(_tv)
+             | beam.ParDo(KeySessionsInBundle()))
+    ok = keyed | beam.Map(
+        lambda kv, ts=beam.DoFn.TimestampParam: type(kv[1]) is list
+        and all(e[0] == kv[0] and type(e) is tuple for e in kv[1])
+        and ts.micros == min(e[3] for e in kv[1]))
+    assert_that(ok | beam.Filter(lambda good: not good), equal_to([]), label="Stamps")
+    events = keyed | beam.FlatMap(lambda kv: [ClickEvent._make(e) for e in kv[1]])
+    assert_that(events, equal_to(EVENTS), label="Events")
+    p.run().wait_until_finish()
+
+
+def test_a_bag_of_single_and_bundled_arrivals_reads_as_one_arrival_list():
+    """The bag as an older run (one record per event) and this one (a list per bundle)
+    write it: both read alike, so a streaming --update keeps its sessions."""
+    from transforms.session_rules import EMPTY_CTX
+    from transforms.sessionize import SessionizeFn
+
+    e = [tuple(x) for x in EVENTS[:4]]
+    ctx = EMPTY_CTX._replace(flush_at=5_000, close_at=9_000)
+    got_ctx, arrivals, armed = SessionizeFn()._split(
+        [(0, e[0]), (2, [e[1], e[2]]), (1, tuple(ctx)), (0, e[3])])
+    assert got_ctx == ctx and arrivals == e
+    assert armed == [min([5_000] + [-(-(x[3] + 1) // 1000) * 1000 for x in e]), 9_000]
+
+
+def test_session_batches_cross_stages_with_their_own_coder_field_for_field():
+    from transforms.session_rules import EnrichedEvent, SessionBatch
+    from transforms.sessionize import SessionBatchCoder
+
+    events = [e for e in EXPECTED if e.dwell_seconds is not None][:3] + [
+        e for e in EXPECTED if e.product_id_inferred][:2] + [EnrichedEvent(
+            "s", "e", "BOOKING", -5, "", None, 2, 300, "Failed", "kw", "P1", 7, "s:-5",
+            False, None)]
+    batch = SessionBatch(tuple(events), ((11, T0), (12, T0 + 1)))
+    coder = beam.coders.registry.get_coder(SessionBatch)
+    assert isinstance(coder, SessionBatchCoder)
+    for b in (batch, SessionBatch((), ()), SessionBatch((), ((3, 4),))):
+        back = coder.decode(coder.encode(b))
+        assert back == b and type(back) is SessionBatch
+        assert all(type(e) is EnrichedEvent for e in back.enriched)
+        assert [tuple(map(type, e)) for e in back.enriched] == [tuple(map(type, e))
+                                                                for e in b.enriched]
+    p = beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner", "--streaming"]))
+    out = p | TestStream().advance_watermark_to_infinity() | "Sessionize" >> Sessionize()
+    assert isinstance(beam.coders.registry.get_coder(out[ENRICHED].element_type),
+                      SessionBatchCoder)

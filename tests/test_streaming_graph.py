@@ -51,7 +51,9 @@ def test_at_most_three_elements_per_input_event_cross_a_shuffle(tiny):
     result.wait_until_finish()
     counts = shuffled_elements(result, proto)
     events = _lines(tiny / "click_stream.csv") + _lines(tiny / "transactions.csv")
-    assert counts["Sessionize/SessionState/ParDo(SessionizeFn)"] == _lines(tiny / "click_stream.csv")
+    # at most one element per click: a bundle's events of one session cross as one
+    assert 0 < counts["Sessionize/SessionState/ParDo(SessionizeFn)"] <= _lines(
+        tiny / "click_stream.csv")
     assert counts["DedupOrders/BookingState"] == _lines(tiny / "transactions.csv")
     assert 0 < counts["Rankings/ShardState"] <= events
     per_event = sum(counts.values()) / events

@@ -19,7 +19,8 @@ Two implementations, same results (``mode``):
 
 * ``"stateful"`` (any input; the only choice for streams) — ``SessionizeFn``, keyed by
   session_id in the GLOBAL window (Dataflow has no stateful DoFns in merging windows),
-  with two event-time timers. ``process()`` appends the event to the session's bag and
+  with two event-time timers. ``KeyBySession`` hands it each session's events of a
+  bundle as one element. ``process()`` appends them to the session's bag and
   moves ``flush`` down to ``t + 1`` when needed (the earliest moment this arrival lets
   anything settle). That firing sees the arrival and re-arms ``close`` at the visit end,
   so ``process()`` never moves ``close``: one timer write per session and bundle, not
@@ -55,7 +56,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from typing import Any, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam import coders
@@ -73,7 +74,9 @@ from transforms.session_rules import (
     DEFAULT_INFERABLE,
     DEFAULT_LOOKBACK,
     DEFAULT_VISIT_GAP,
+    SESSION,
     TIME,
+    EnrichedEvent,
     SessionBatch,
     SessionCtx,
     accepted_adds,
@@ -90,6 +93,9 @@ DUPLICATES = "duplicates"
 LATE = "late"
 METRICS_NAMESPACE = "shopstream.sessions"
 DEAD_LETTER_SOURCE = "sessions"
+
+# The kinds of record in a session's bag: one arrival, the context, a bundle's arrivals.
+_EVENT, _CTX, _ARRIVALS = 0, 1, 2
 
 _METADATA_FIELDS = ("product_id", "quantity", "item_price", "payment_status",
                     "search_keywords", "promo_code", "promo_amount")
@@ -116,6 +122,80 @@ def _timer_us(us: int) -> int:
 def _key_by_session(event: ClickEvent) -> Tuple[str, tuple]:
     # A plain tuple: FastPrimitivesCoder encodes it without type headers.
     return event.session_id, tuple(event)
+
+
+def group_by_session(events: Iterable[Sequence[Any]]) -> Dict[str, list]:
+    """Event tuples → ``{session_id: [event tuples, in input order]}``."""
+    groups: Dict[str, list] = {}
+    for e in events:
+        group = groups.get(e[SESSION])
+        if group is None:
+            groups[e[SESSION]] = [e]
+        else:
+            group.append(e)
+    return groups
+
+
+def arrival_events(value) -> list:
+    """A ``SessionState`` input value → its events: a list (one session's arrivals in a
+    bundle, :class:`KeySessionsInBundle`) or one event tuple (the element form before
+    bundling, still in flight across a streaming ``--update``)."""
+    return value if type(value) is list else [value]
+
+
+class KeySessionsInBundle(beam.DoFn):
+    """ClickEvent → ``(session_id, [event tuples])``, once per session and bundle.
+
+    Every element entering the keyed step costs Beam far more (windowed-value coding,
+    state and timer parameters, one bag append) than its event costs Sessionize; a
+    bundle's events of one session leave as one element instead, in arrival order,
+    stamped at their earliest event time (elements arrive stamped at their event time;
+    the keyed step reads event times from the events and yields nothing per element).
+    Needs the global window (``Sessionize`` puts its input there)."""
+
+    def start_bundle(self):
+        self._events: list = []
+
+    def process(self, event):
+        self._events.append(tuple(event))
+
+    def finish_bundle(self):
+        events, self._events = self._events, []
+        gw = (window.GlobalWindow(),)
+        for sid, group in group_by_session(events).items():
+            yield WindowedValue((sid, group), Timestamp(micros=min(e[TIME] for e in group)),
+                                gw)
+
+
+class SessionBatchCoder(coders.Coder):
+    """:class:`SessionBatch` as plain tuples (every field of every event kept, in field
+    order) through the FastPrimitivesCoder, instead of its pickle fallback for named
+    tuples; decoded back into :class:`EnrichedEvent` named tuples. Never a key."""
+
+    def __init__(self):
+        self._tuples = coders.FastPrimitivesCoder()
+
+    def encode(self, batch: SessionBatch) -> bytes:
+        return self._tuples.encode((tuple(map(tuple, batch.enriched)), tuple(batch.adds)))
+
+    def decode(self, encoded: bytes) -> SessionBatch:
+        enriched, adds = self._tuples.decode(encoded)
+        return SessionBatch(tuple(map(EnrichedEvent._make, enriched)), adds)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self):
+        return SessionBatch
+
+    def __eq__(self, other):
+        return type(self) is type(other)
+
+    def __hash__(self):
+        return hash(type(self))
+
+
+coders.registry.register_coder(SessionBatch, SessionBatchCoder)
 
 
 class _Counters:
@@ -191,8 +271,9 @@ class _BundleBatch:
 class SessionizeFn(beam.DoFn):
     """Keyed by session_id (global window); see the module docstring.
 
-    All of a session's state is ONE bag: ``(0, event)`` for each arrival since the last
-    timer firing, and at most one ``(1, SessionCtx)`` record. Every state cell a bundle
+    All of a session's state is ONE bag: ``(2, [events])`` for each bundle's arrivals
+    since the last timer firing (``(0, event)`` for a single one), and at most one
+    ``(1, SessionCtx)`` record. Every state cell a bundle
     touches costs a cache load/put (and the SDK harness sizes each put with objsize), so
     one cell, blind appends in ``process()`` and a single rewrite per firing keep the
     cost per session, not per event.
@@ -234,7 +315,9 @@ class SessionizeFn(beam.DoFn):
         """The bag → (ctx, arrivals, armed [flush, close]) — armed as set so far."""
         ctx, arrivals = None, []
         for kind, payload in records:
-            if kind:
+            if kind == _ARRIVALS:
+                arrivals.extend(payload)
+            elif kind == _CTX:
                 ctx = SessionCtx._make(payload)
             else:
                 arrivals.append(payload)
@@ -248,19 +331,21 @@ class SessionizeFn(beam.DoFn):
     def process(self, element: Tuple[str, tuple],
                 state=beam.DoFn.StateParam(STATE),
                 flush=beam.DoFn.TimerParam(FLUSH)):
-        key, event = element
+        key, value = element
+        events = arrival_events(value)
         armed = self._armed.get(key)
         if armed is None:
             armed = self._split(state.read())[2]
         f, c = armed
-        nf = _timer_us(event[TIME] + 1)  # the earliest this arrival lets anything settle
+        # the earliest these arrivals let anything settle
+        nf = _timer_us(min(e[TIME] for e in events) + 1)
         if f is None or nf < f:
             f = nf
             flush.set(Timestamp(micros=f))
         self._remember(key, (f, c))
         # ``close`` is not moved here: the flush armed at or before this arrival's
         # ``t + 1`` fires first, sees it and re-arms ``close`` at the visit end.
-        state.add((0, event))
+        state.add((_ARRIVALS, events) if len(events) > 1 else (_EVENT, events[0]))
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, ts=beam.DoFn.TimestampParam,
@@ -294,7 +379,7 @@ class SessionizeFn(beam.DoFn):
         if arrivals or new_ctx != ctx:
             state.clear()
             if new_ctx is not None:
-                state.add((1, tuple(new_ctx)))
+                state.add((_CTX, tuple(new_ctx)))
         self._remember(key, tuple(wanted))
         self._batch.stamp(now)
         return self._counters.outputs(res.enriched, res.duplicates, res.late,
@@ -441,8 +526,12 @@ class Sessionize(beam.PTransform):
                              "use mode='stateful' for streams")
         if not isinstance(events.windowing.windowfn, window.GlobalWindows):
             events = events | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
-        keyed = events | "KeyBySession" >> beam.Map(_key_by_session).with_output_types(
-            KV[str, Any])
+        if mode == STATEFUL:
+            keyed = events | "KeyBySession" >> beam.ParDo(
+                KeySessionsInBundle()).with_output_types(KV[str, Any])
+        else:
+            keyed = events | "KeyBySession" >> beam.Map(_key_by_session).with_output_types(
+                KV[str, Any])
         if mode == STATEFUL:
             results = keyed | "SessionState" >> beam.ParDo(SessionizeFn(
                 self.visit_gap, self.lookback, self.inferable, self.dedup_ttl)

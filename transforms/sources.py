@@ -12,7 +12,9 @@ from typing import Iterable, List, Optional, Tuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.window import GlobalWindow, TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import records
 from transforms.csv_splits import BOUNDARY_WINDOW, CHUNK_BYTES, file_splits, record_start, split_records
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 DEAD = "dead"
 #: How many lines one parse call handles; csv.reader over a batch is ~2× faster per line.
 PARSE_BATCH = 2000
+_GLOBAL = (GlobalWindow(),)
 
 
 def event_time_us(rec) -> int:
@@ -168,7 +171,8 @@ def parse_pairs(kind: str, fmt: str, lines: List[str], meta_cache: Optional[dict
 
 
 class ParseLines(beam.DoFn):
-    """Lines (batched) → records with event-time timestamps; bad lines → ``dead``."""
+    """Lines (batched, in the global window as every file source reads them) → records
+    with event-time timestamps; bad lines → ``dead``."""
 
     def __init__(self, kind: str, fmt: str, timestamped: bool = True,
                  max_future: float = DEFAULT_MAX_FUTURE):
@@ -194,8 +198,11 @@ class ParseLines(beam.DoFn):
         self.dead.inc(bad)
 
     def _out(self, rec):
+        # A windowed value, not a TimestampedValue: Beam would re-assign the window per
+        # element (a new GlobalWindow each time); the file sources' lines are in the
+        # global window already. The timestamp is the one TimestampedValue gave.
         if self.timestamped and self.kind in ("click_stream", "transactions"):
-            return TimestampedValue(rec, event_time_us(rec) / 1e6)
+            return WindowedValue(rec, Timestamp(event_time_us(rec) / 1e6), _GLOBAL)
         return rec
 
 
