@@ -36,15 +36,20 @@ from transforms.event_time import DEFAULT_MAX_FUTURE
 #: Records per chunk: the watermark steps once per chunk.
 CHUNK_RECORDS = 20_000
 _UNPARSED = -(2 ** 62)  # sorts first
-_TIME_FIELD = records.CLICK_COLUMNS.index("event_time")
+#: Per table with a CSV fast path: its columns and the time field the parser reads.
+_TIME_FIELDS = {"click_stream": (records.CLICK_COLUMNS, "event_time"),
+                "transactions": (records.TRANSACTION_COLUMNS, "created_at")}
 
 
 def _times(kind: str, fmt: str, lines: List[str]) -> List[int]:
     """Each line's event time (:data:`_UNPARSED` when it does not parse), in order. A
-    CSV click row's time is its ``event_time`` field through ``records.parse_time_us``,
-    as the parser reads it; a row that field does not fit is :data:`_UNPARSED` (it goes
-    first: a record placed early is only ahead of the watermark, never behind it)."""
-    if fmt == "csv" and kind == "click_stream" and records.text_problem("\n".join(lines)) is None:
+    CSV click (order) row's time is its ``event_time`` (``created_at``) field through
+    ``records.parse_time_us``, as the parser reads it; a row that field does not fit is
+    :data:`_UNPARSED` (it goes first: a record placed early is only ahead of the
+    watermark, never behind it)."""
+    if fmt == "csv" and kind in _TIME_FIELDS and records.text_problem("\n".join(lines)) is None:
+        columns, name = _TIME_FIELDS[kind]
+        at = columns.index(name)
         try:
             rows = list(csv.reader(lines))
         except csv.Error:
@@ -53,8 +58,8 @@ def _times(kind: str, fmt: str, lines: List[str]) -> List[int]:
             out = []
             for fields in rows:
                 try:
-                    out.append(records.parse_time_us(fields[_TIME_FIELD], "event_time")
-                               if len(fields) == len(records.CLICK_COLUMNS) else _UNPARSED)
+                    out.append(records.parse_time_us(fields[at], name)
+                               if len(fields) == len(columns) else _UNPARSED)
                 except records.InvalidRecord:
                     out.append(_UNPARSED)
             return out

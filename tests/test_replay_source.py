@@ -48,3 +48,18 @@ def test_a_row_the_time_field_does_not_fit_goes_first_and_valid_times_are_the_pa
     times = _times("click_stream", "csv", lines)
     assert times[1] == times[2] == _UNPARSED
     assert [t for t in times if t != _UNPARSED] == parsed
+
+
+def test_order_times_are_the_parsers_and_a_row_created_at_does_not_fit_goes_first():
+    from pipelines.replay_source import _UNPARSED, _times
+    from tests.test_records import TXN_LINE
+    from transforms import sources
+
+    later = TXN_LINE.replace("2018-07-29T15:22:01", "2018-07-30T01:00:00", 1)
+    bad_time = TXN_LINE.replace("2018-07-29T15:22:01.458193Z", "yesterday", 1)
+    lines = [later, bad_time, "a,b", TXN_LINE]
+    parsed = [sources.event_time_us(r) for r in sources.parse_lines("transactions", "csv", lines, {})
+              if not hasattr(r, "reason")]
+    times = _times("transactions", "csv", lines)
+    assert times[1] == times[2] == _UNPARSED
+    assert [t for t in times if t != _UNPARSED] == parsed and parsed[0] > parsed[1]
