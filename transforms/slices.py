@@ -488,7 +488,7 @@ class _ShardFn(beam.DoFn):
     def setup(self):
         self.products = load_products(self.products_source)
 
-    def process(self, element, state=beam.DoFn.StateParam(IN),
+    def process(self, element, ts=beam.DoFn.TimestampParam, state=beam.DoFn.StateParam(IN),
                 table=beam.DoFn.StateParam(TABLE), emit=beam.DoFn.TimerParam(EMIT),
                 final=beam.DoFn.TimerParam(FINAL)):
         _, contribs = element
@@ -497,8 +497,11 @@ class _ShardFn(beam.DoFn):
         data = table.read() or {}
         armed = data.get("armed")
         # the next point of the refresh grid (common to all shards: the merge ranks
-        # all their parts of one step at once)
-        t = (max(c[1] for c in contribs) // self.refresh_us + 1) * self.refresh_us
+        # all their parts of one step at once) after the newest contribution and the
+        # element itself: a timer never holds before its input (settled events reach
+        # the shard after their own time), so nothing it emits is behind the watermark
+        newest = max(max(c[1] for c in contribs), ts.micros)
+        t = min((newest // self.refresh_us + 1) * self.refresh_us, _END_OF_INPUT.micros)
         changed = False
         if armed is None or t < armed:
             data["armed"] = _ms_up(t)
@@ -536,7 +539,7 @@ class _ShardFn(beam.DoFn):
                 continue  # bounded input: 1h / 24h are cut once, at its end (on_final)
             yield h, make_part(key, h, None if HORIZON_US[h] is None else end, t.view(h, end),
                                prods, self.weights, self.top_n,
-                               with_table=self.with_table and HORIZON_US[h] is None)
+                               with_table=self.with_table and self.decay and HORIZON_US[h] is None)
             self.parts.inc()
         # live: older slices age out, minute by minute
         nxt = end + self.slice_us if self.decay and t.slices else None
@@ -554,6 +557,11 @@ class _ShardFn(beam.DoFn):
         table.write(dict(data, tables=t.data()))
         if t.latest_us is None:
             return
+        if self.with_table and not self.decay:
+            # a bounded input's warehouse tables: every product, once, at its end
+            yield "all", make_part(key, "all", None, t.view("all", None), self.products,
+                                   self.weights, self.top_n, with_table=True)
+            self.parts.inc()
         final = t.final_slices(key)
         for h in HORIZONS:
             if HORIZON_US[h] is not None:
