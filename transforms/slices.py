@@ -474,6 +474,8 @@ class _ShardFn(beam.DoFn):
 
     IN = BagStateSpec("in", coders.FastPrimitivesCoder())
     TABLE = ReadModifyWriteStateSpec("table", coders.PickleCoder())
+    # the timers armed, apart from the table: every element reads these, not the table
+    ARMED = ReadModifyWriteStateSpec("armed", coders.PickleCoder())
     EMIT = TimerSpec("emit", TimeDomain.WATERMARK)
     FINAL = TimerSpec("shard_final", TimeDomain.WATERMARK)
 
@@ -489,12 +491,12 @@ class _ShardFn(beam.DoFn):
         self.products = load_products(self.products_source)
 
     def process(self, element, ts=beam.DoFn.TimestampParam, state=beam.DoFn.StateParam(IN),
-                table=beam.DoFn.StateParam(TABLE), emit=beam.DoFn.TimerParam(EMIT),
+                flags=beam.DoFn.StateParam(ARMED), emit=beam.DoFn.TimerParam(EMIT),
                 final=beam.DoFn.TimerParam(FINAL)):
         _, contribs = element
         self.elements.inc()
         state.add(contribs)
-        data = table.read() or {}
+        data = flags.read() or {}
         armed = data.get("armed")
         # the next point of the refresh grid (common to all shards: the merge ranks
         # all their parts of one step at once) after the newest contribution and the
@@ -512,7 +514,7 @@ class _ShardFn(beam.DoFn):
             final.set(_END_OF_INPUT)
             changed = True
         if changed:
-            table.write(data)
+            flags.write(data)
 
     def _fold(self, data, state) -> ShardTable:
         t = ShardTable(self.slice_us, data.get("tables"))
@@ -525,7 +527,7 @@ class _ShardFn(beam.DoFn):
     @on_timer(EMIT)
     def on_emit(self, key=beam.DoFn.KeyParam, ts=beam.DoFn.TimestampParam,
                 state=beam.DoFn.StateParam(IN), table=beam.DoFn.StateParam(TABLE),
-                emit=beam.DoFn.TimerParam(EMIT)):
+                flags=beam.DoFn.StateParam(ARMED), emit=beam.DoFn.TimerParam(EMIT)):
         data = table.read() or {}
         t = self._fold(data, state)
         end = ts.micros // self.slice_us * self.slice_us
@@ -543,11 +545,11 @@ class _ShardFn(beam.DoFn):
             self.parts.inc()
         # live: older slices age out, minute by minute
         nxt = end + self.slice_us if self.decay and t.slices else None
-        data = {"tables": t.data(), "armed": None if nxt is None else _ms_up(nxt),
-                "final": data.get("final")}
+        armed = dict(flags.read() or {}, armed=None if nxt is None else _ms_up(nxt))
         if nxt is not None:
-            emit.set(Timestamp(micros=data["armed"]))
-        table.write(data)
+            emit.set(Timestamp(micros=armed["armed"]))
+        flags.write(armed)
+        table.write({"tables": t.data()})
 
     @on_timer(FINAL)
     def on_final(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(IN),
