@@ -85,8 +85,10 @@ fix schedules by lower bounds instead (:class:`_Flow`):
 * after every bundle, the event-time timers of a transform X of stage S are released
   when ``fire < B(X)``, ``B(X)`` = min(``IW(S)``, ``lb`` of S's queued inputs, holds
   of the unfired timers of the transforms of S upstream of X); all of them once
-  ``B(X)`` is +inf (the end, as before). Residuals of several sources are run lowest
-  watermark first, so orders and clicks advance together in event time.
+  ``B(X)`` is +inf (the end, as before); a non-source stage with due timers runs next.
+  Residuals
+  of several sources are run lowest watermark first, so orders and clicks advance
+  together in event time.
 
 Soundness (no element reaches a transform after one of its timers fired at or after
 the element's timestamp), under Beam's rule that a DoFn neither outputs nor holds a
@@ -628,8 +630,14 @@ class _Flow:
                 buf.append(out.get())
                 released[family] = min(released.get(family, self.MAX), hold)
                 empty = {k: fn_runner.ListBuffer(None) for k in self.input_keys[name]}
-                self.ctx.queues.ready_inputs.enque(
-                    (name, execution.DataInput(empty, {family: buf})))
+                ready = self.ctx.queues.ready_inputs
+                ready.enque((name, execution.DataInput(empty, {family: buf})))
+                if not node.source:
+                    # due timers downstream run next, not behind the sources' next chunks
+                    # (a source's own wait for its next chunk: one bundle, not a chain)
+                    entry = ready._keyed_elements[name]
+                    ready._q.remove(entry)
+                    ready._q.append(entry)
             if not released:
                 del self.released[name]
 

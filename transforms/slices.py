@@ -22,13 +22,14 @@ Elements through shuffles per input event: one (by session) into Sessionize, at 
 one (a session batch's contributions per shard, usually fewer) into the shard step;
 parts are per shard and refresh, not per event (see ``tests/test_streaming_graph.py``).
 
-Emission: an event-time timer ``--refresh`` seconds of event time after new data
-(live, the watermark follows the wall clock: at most one emission per shard every
-``refresh`` seconds), and at slice boundaries while 1h/24h data ages out (``decay``,
-live only). When a bounded input ends (the watermark reaches the end of the global
-window; on Dataflow also a drain), every shard sends its last 24 h of slices and the
-merge cuts 1h / 24h at the newest slice of *all* shards (:func:`final_snapshot`, the
-function the bounded replay ends with too).
+Emission: an event-time timer at the next point of a ``--refresh`` grid after new data
+(never before the element that armed it; live, the watermark follows the wall clock: at
+most one emission per shard every ``refresh`` seconds; on a file, once per watermark
+step), and at slice boundaries while 1h/24h data ages out (``decay``, live only). When
+a bounded input ends (the watermark reaches the end of the global window; on Dataflow
+also a drain), every shard sends its last 24 h of slices — and, for the warehouse, its
+whole table — and the merge cuts 1h / 24h at the newest slice of *all* shards
+(:func:`final_snapshot`, the function the bounded replay ends with too).
 """
 from __future__ import annotations
 
