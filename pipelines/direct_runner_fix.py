@@ -63,6 +63,47 @@ watermark the stage's source reported with its residual are released; the rest w
 source is done (no residual: the watermark is +inf, as in Beam's own runner). A stage
 without a checkpointing source is released at once, which is Beam's behaviour.
 
+8. FnApiRunner stages downstream of such a source (``replay --streaming``): Beam
+enqueues every output buffer of a stage for its consumers at +inf
+(``_execute_bundle``: ``watermark_pending_inputs`` at ``MAX_TIMESTAMP``) and takes a
+PCollection's watermark from one ``set_produced_watermark(MAX_TIMESTAMP)``, set after
+the producer's first bundle that leaves no residual and no timers — so the engagement,
+ranking and Redis stage ran once, after the whole input (measured: Redis written only
+at the end). In a run with a splittable DoFn (other runs keep Beam's scheduler), this
+fix schedules by lower bounds instead (:class:`_Flow`):
+
+* every queued input of a stage carries a lower bound ``lb`` of its elements'
+  timestamps: ``F(P)`` of its producer taken just before the bundle that wrote it (a
+  source's first input: -inf); an SDF residual, the watermark its DoFn reported;
+* ``F(S)``, the bound of everything stage S may still output, is the minimum of its
+  input bound ``IW(S)`` (the minimum of ``F`` over the stages producing its main
+  inputs; +inf when it has none), the ``lb`` of its queued inputs and the holds of its
+  unfired timers (held or released); +inf once S and all above it are done;
+* output buffers go to their consumers at once (one merged entry per stage, as Beam's
+  queue keeps it), except grouping buffers (a GroupByKey) and consumers whose side
+  inputs are not complete: those wait, as before, until their producers are done;
+* after every bundle, the event-time timers of a transform X of stage S are released
+  when ``fire < B(X)``, ``B(X)`` = min(``IW(S)``, ``lb`` of S's queued inputs, holds
+  of the unfired timers of the transforms of S upstream of X); all of them once
+  ``B(X)`` is +inf (the end, as before); a non-source stage with due timers runs next.
+  Residuals
+  of several sources are run lowest watermark first, so orders and clicks advance
+  together in event time.
+
+Soundness (no element reaches a transform after one of its timers fired at or after
+the element's timestamp), under Beam's rule that a DoFn neither outputs nor holds a
+timer before its input's timestamp (Java runners enforce it; the Python SDK does not,
+and the graph's stateful steps keep it): an element reaching X later is (a) already
+queued for S — its ``lb`` is in ``B(X)``; (b) written later by an upstream stage P —
+its timestamp is at least ``F(P)`` at that time, and ``F(P)`` never drops below the
+``IW(S)`` it bounded (every term of ``F`` only grows until it is consumed, and what
+consumes it outputs no earlier, by the rule); or (c) output inside S by an upstream
+transform's timer — at least that timer's hold, in ``B(X)`` while it is unfired, and a
+timer set later holds at least the timestamp of the element or timer setting it,
+itself covered by (a)-(c). So every later element is at least ``B(X)`` > fire. A
+source's dead letters at -inf reach only stages without timers, where nothing can be
+inverted. If nothing is ready while work is held the run fails (never a silent stall).
+
 Applied only to this process and only for local runs (``pipelines.streaming``).
 """
 from __future__ import annotations
@@ -88,6 +129,7 @@ def apply() -> None:
 
     worker_handlers.STATE_CACHE_SIZE_MB = 0
     _event_time_timers()
+    _flow_scheduler()
     _larger_pubsub_pulls(transform_evaluator._PubSubReadEvaluator)
     _indexed_timer_scan(evaluation_context.EvaluationContext,
                         watermark_manager._TransformWatermarks)
@@ -334,6 +376,9 @@ def _reuse_dofn_copies(evaluator_module, core_module) -> None:
 #: Per process: how many timers the event-time store released while their stage's source
 #: still had input to read, and the most it held at once (``replay --streaming``).
 EVENT_TIME_STATS = {"released_early": 0, "held_peak": 0}
+#: Per process (fix 8): bundles of stages without a splittable source run while a source
+#: still had input to read (``replay --streaming``).
+FLOW_STATS = {"early_bundles": 0}
 
 
 def _source_watermark(result):
@@ -368,10 +413,11 @@ def _event_time_timers() -> None:
 
     def _collect_written_timers(bundle_context_manager):
         """Beam's collection, through a per-stage store released up to the source's
-        watermark (see 7. above)."""
+        watermark (see 7. above); with fix 8 only stored (:class:`_Flow` releases)."""
         bcm = bundle_context_manager
         watermark = bcm.__dict__.get("shopstream_source_wm", ts_mod.MAX_TIMESTAMP)
         stores = bcm.__dict__.setdefault("shopstream_timers", {})
+        flow = bcm.execution_context.__dict__.get("shopstream_flow")
         holds, released = {}, {}
         for (transform_id, family) in bcm.stage.timers:
             written = bcm.get_buffer(
@@ -387,6 +433,9 @@ def _event_time_timers() -> None:
                         else:
                             store[k] = timer
                 written.clear()
+            if flow:
+                flow.stored(bcm.stage.name, (transform_id, family), store)
+                continue
             if not store:
                 continue
             due = ([k for k, t in store.items() if t.fire_timestamp <= watermark]
@@ -409,3 +458,361 @@ def _event_time_timers() -> None:
     _collect_written_timers.by_shopstream = True
     fn_runner.BundleManager.process_bundle = process_bundle
     fn_runner.FnApiRunner._collect_written_timers = staticmethod(_collect_written_timers)
+
+
+class _Node:
+    """One stage of a run as :class:`_Flow` sees it."""
+
+    def __init__(self, name):
+        self.name = name
+        self.producers: set = set()       # stages writing its main inputs
+        self.side_producers: set = set()  # stages writing its side inputs
+        self.families: list = []          # its event-time timer families
+        self.upstream: dict = {}          # family → families of transforms above it
+        self.source = False               # holds a splittable DoFn
+
+
+class _Flow:
+    """Fix 8: the scheduler of one FnApiRunner run with a splittable DoFn (module doc).
+
+    ``ready_lb`` / ``pending_lb`` / ``parked``: the lower bound of each queued entry
+    (Beam's queues merge one stage's inputs into one entry per key); ``released``: the
+    holds of released timers not yet fired; ``mins``: per stored timer family, the
+    earliest hold and fire time (the stores themselves are fix 7's)."""
+
+    def __init__(self, ctx, nodes, order):
+        from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
+
+        self.ctx, self.nodes, self.order = ctx, nodes, order
+        self.MAX, self.MIN = MAX_TIMESTAMP, MIN_TIMESTAMP
+        self.ready_lb: dict = {}
+        self.pending_lb: dict = {}   # (stage, MIN: side inputs | MAX: all inputs) → lb
+        self.parked: dict = {}       # stage → (residual DataInput, lb)
+        self.released: dict = {}     # stage → {family: min hold}
+        self.mins: dict = {}         # (stage, family) → (min hold, min fire)
+        self.input_keys: dict = {}   # stage → its data input transform ids
+        self.running = None          # (stage, lb of the entry it runs)
+        self.first = True            # the first entry run was dequeued before this
+        q = ctx.queues
+        for name, _ in list(q.ready_inputs._q):
+            self.ready_lb[name] = MIN_TIMESTAMP
+        for (name, wm), _ in list(q.watermark_pending_inputs._q):
+            self.pending_lb[(name, wm)] = MIN_TIMESTAMP
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def of(cls, ctx):
+        """The run's flow, or ``False`` when fix 8 does not apply (no splittable DoFn,
+        or processing-time timers, which keep Beam's scheduler)."""
+        flow = ctx.__dict__.get("shopstream_flow")
+        if flow is None:
+            flow = ctx.__dict__["shopstream_flow"] = cls._build(ctx) or False
+        return flow
+
+    @classmethod
+    def _build(cls, ctx):
+        from apache_beam.portability import common_urns
+        from apache_beam.portability.api import beam_runner_api_pb2
+        from apache_beam.runners.portability.fn_api_runner import translations
+
+        sdf = common_urns.sdf_components.PROCESS_SIZED_ELEMENTS_AND_RESTRICTIONS.urn
+        stages = list(ctx.stages.values())
+        nodes, writer = {}, {}
+        for stage in stages:
+            node = nodes[stage.name] = _Node(stage.name)
+            bcm = ctx.bundle_manager_for(stage)
+            for buffer_id in bcm.stage_data_outputs.values():
+                writer.setdefault(translations.split_buffer_id(buffer_id)[1], set()).add(stage.name)
+            for family, (_, domain) in bcm.stage_timer_outputs.items():
+                if domain != beam_runner_api_pb2.TimeDomain.EVENT_TIME:
+                    return None
+                node.families.append(family)
+            node.source = any(t.spec.urn == sdf for t in stage.transforms)
+        if not any(n.source for n in nodes.values()):
+            return None
+        for buffer_id, consumers in ctx.buffer_id_to_consumer_pairs.items():
+            for name, _ in consumers:
+                nodes[name].producers |= writer.get(translations.split_buffer_id(buffer_id)[1], set())
+        for stage in stages:
+            node = nodes[stage.name]
+            for pcoll in stage.side_inputs():
+                node.side_producers |= writer.get(pcoll, set())
+            node.upstream = _upstream_families(stage, node.families)
+        return cls(ctx, nodes, _topological(nodes, [s.name for s in stages]))
+
+    # ------------------------------------------------------------------ bounds
+    def _queued(self, name):
+        """The bound of the inputs queued for stage ``name`` (ready, waiting, parked)."""
+        low = min(self.ready_lb.get(name, self.MAX),
+                  self.parked[name][1] if name in self.parked else self.MAX)
+        for (n, _), lb in self.pending_lb.items():
+            if n == name:
+                low = min(low, lb)
+        return low
+
+    def _own(self, name):
+        """The bound of the work queued or held by stage ``name`` itself, and whether
+        there is any."""
+        lows = [self._queued(name)]
+        lows += list(self.released.get(name, {}).values())
+        lows += [m[0] for (n, _), m in self.mins.items() if n == name]
+        busy = (name in self.ready_lb or name in self.parked or bool(self.released.get(name))
+                or any(n == name for n, _ in self.pending_lb)
+                or any(n == name for n, _ in self.mins))
+        if self.running is not None and self.running[0] == name:
+            lows.append(self.running[1])
+            busy = True
+        return min(lows), busy
+
+    def sweep(self):
+        """``({stage: F}, {stage: IW}, {stage: done})`` over the stages in order."""
+        bound, iw, done = {}, {}, {}
+        for name in self.order:
+            node = self.nodes[name]
+            low, up_done = self.MAX, True
+            for p in node.producers:
+                low = min(low, bound[p])
+                up_done = up_done and done[p]
+            own, busy = self._own(name)
+            done[name] = up_done and not busy
+            iw[name] = self.MAX if up_done else low
+            bound[name] = self.MAX if done[name] else min(low, own)
+        return bound, iw, done
+
+    # ------------------------------------------------------------------ timers
+    def stored(self, name, family, store) -> None:
+        """Fix 7's store of ``family`` of stage ``name`` changed."""
+        if store:
+            self.mins[(name, family)] = (min(t.hold_timestamp for t in store.values()),
+                                         min(t.fire_timestamp for t in store.values()))
+        else:
+            self.mins.pop((name, family), None)
+
+    def _release(self, iw, done) -> None:
+        from apache_beam.coders.coder_impl import create_OutputStream
+        from apache_beam.runners.portability.fn_api_runner import execution, fn_runner
+
+        for name in self.order:
+            node = self.nodes[name]
+            if not node.families or not all(done[p] for p in node.side_producers):
+                continue
+            bcm = self.ctx.bundle_manager_for(self.ctx.stages[name])
+            stores = bcm.__dict__.get("shopstream_timers", {})
+            base = min(iw[name], self._queued(name))
+            released = self.released.setdefault(name, {})
+            for family in node.families:
+                m = self.mins.get((name, family))
+                if m is None:
+                    continue
+                b = base
+                for up in node.upstream[family]:
+                    if (name, up) in self.mins:
+                        b = min(b, self.mins[(name, up)][0])
+                    if up in released:
+                        b = min(b, released[up])
+                if b < self.MAX and m[1] >= b:
+                    continue
+                store = stores[family]
+                due = list(store) if b >= self.MAX else [
+                    k for k, t in store.items() if t.fire_timestamp < b]
+                if b < self.MAX:
+                    EVENT_TIME_STATS["released_early"] += len(due)
+                    EVENT_TIME_STATS["held_peak"] = max(EVENT_TIME_STATS["held_peak"], len(store))
+                coder = bcm.get_timer_coder_impl(*family)
+                out = create_OutputStream()
+                hold = self.MAX
+                for k in due:
+                    timer = store.pop(k)
+                    hold = min(hold, timer.hold_timestamp)
+                    coder.encode_to_stream(timer, out, True)
+                self.stored(name, family, store)
+                buf = fn_runner.ListBuffer(coder_impl=coder)
+                buf.append(out.get())
+                released[family] = min(released.get(family, self.MAX), hold)
+                empty = {k: fn_runner.ListBuffer(None) for k in self.input_keys[name]}
+                ready = self.ctx.queues.ready_inputs
+                ready.enque((name, execution.DataInput(empty, {family: buf})))
+                if not node.source:
+                    # due timers downstream run next, not behind the sources' next chunks
+                    # (a source's own wait for its next chunk: one bundle, not a chain)
+                    entry = ready._keyed_elements[name]
+                    ready._q.remove(entry)
+                    ready._q.append(entry)
+            if not released:
+                del self.released[name]
+
+    # ------------------------------------------------------------------ scheduling
+    def advance(self) -> None:
+        """Open the waiting entries whose inputs are complete, run the lowest parked
+        source residual, release the due timers."""
+        bound, iw, done = self.sweep()
+        q = self.ctx.queues
+        for key in list(self.pending_lb):
+            name, wm = key
+            node = self.nodes[name]
+            ready = all(done[p] for p in node.side_producers) and (
+                wm < self.MAX or all(done[p] for p in node.producers))
+            if not ready:
+                continue
+            entry = q.watermark_pending_inputs._keyed_elements.pop(key)
+            q.watermark_pending_inputs._q.remove(entry)
+            q.ready_inputs.enque((name, entry[1]))
+            self.ready_lb[name] = min(self.ready_lb.get(name, self.MAX), self.pending_lb.pop(key))
+        if self.parked:
+            # sources advance together: a residual waits while another source is behind
+            fronts = {n: lb for n, (_, lb) in self.parked.items()}
+            for n, node in self.nodes.items():
+                if node.source and n in self.ready_lb and n not in fronts:
+                    fronts[n] = self.ready_lb[n]
+            low = min(fronts.values())
+            for name in [n for n, (_, lb) in self.parked.items() if lb <= low]:
+                data, lb = self.parked.pop(name)
+                q.ready_inputs.enque((name, data))
+                self.ready_lb[name] = min(self.ready_lb.get(name, self.MAX), lb)
+        self._release(iw, done)
+
+    def schedule(self) -> None:
+        """Beam's ``_schedule_ready_bundles`` (called when nothing is ready)."""
+        self.advance()
+        if not len(self.ctx.queues.ready_inputs) and (
+                self.pending_lb or self.parked or self.mins or self.released):
+            raise RuntimeError(
+                "shopstream direct_runner_fix: nothing is ready but work is held "
+                f"(waiting: {sorted(self.pending_lb)}, timers: {sorted(self.mins)})")
+
+    def execute(self, runner, bcm, bundle_input):
+        """Beam's ``_execute_bundle`` with the delivery of fix 8 (module doc)."""
+        from apache_beam.runners.portability.fn_api_runner import execution, translations
+
+        ctx, name, q = self.ctx, bcm.stage.name, self.ctx.queues
+        self.input_keys.setdefault(name, list(bundle_input.data))
+        consumed = min(self.ready_lb.pop(name, self.MIN if self.first else self.MAX),
+                       min(self.released.pop(name, {}).values(), default=self.MAX))
+        self.running, self.first = (name, consumed), False
+        bound, _, done = self.sweep()
+        out_lb = bound[name]
+        if not self.nodes[name].source and any(
+                self.nodes[n].source and not done[n] for n in self.order if n != name):
+            FLOW_STATS["early_bundles"] += 1
+
+        ctx.worker_handler_manager.register_process_bundle_descriptor(
+            bcm.process_bundle_descriptor)
+        bundle_manager = runner._get_bundle_manager(bcm)
+        last_result, deferred_inputs, newly_set_timers, _ = runner._run_bundle(
+            ctx, bcm, bundle_input, bcm.stage_data_outputs, bcm.stage_timer_outputs,
+            bundle_manager)
+        assert not newly_set_timers  # event-time timers are stored (fix 7) and released here
+        if deferred_inputs:
+            mark = bcm.__dict__.get("shopstream_source_wm", self.MAX)
+            # an SDF residual: the watermark its DoFn reported; a runner split: the input's
+            lb = mark if mark < self.MAX else consumed
+            if name in self.parked:
+                raise RuntimeError(f"two residuals of stage {name}")
+            self.parked[name] = (execution.DataInput(deferred_inputs, {}), lb)
+
+        ctx.commit_side_inputs_to_state(ctx.side_input_descriptors_by_stage.get(name, {}))
+
+        # Beam's delivery of the output buffers (a buffer read by two stages is copied),
+        # at once unless it groups or its consumer waits for side inputs.
+        buffers_to_clean, known_consumers = set(), set()
+        for transform_id, buffer_id in bcm.stage_data_outputs.items():
+            for consuming_stage, consuming_transform in ctx.buffer_id_to_consumer_pairs.get(
+                    buffer_id, []):
+                buffer = ctx.pcoll_buffers.get(buffer_id, None)
+                if buffer_id in ctx.pcoll_buffers and buffer_id not in buffers_to_clean:
+                    buffers_to_clean.add(buffer_id)
+                elif buffer and buffer_id in buffers_to_clean:
+                    ctx.pcoll_buffers[buffer_id] = buffer.copy()
+                    buffer = ctx.pcoll_buffers[buffer_id]
+                if buffer_id not in ctx.pcoll_buffers:
+                    buffer = bcm.get_buffer(buffer_id, transform_id)
+                    ctx.pcoll_buffers[buffer_id] = buffer
+                    buffers_to_clean.add(buffer_id)
+                if (consuming_stage, consuming_transform, buffer_id) in known_consumers:
+                    continue
+                known_consumers.add((consuming_stage, consuming_transform, buffer_id))
+                data = execution.DataInput({consuming_transform: buffer}, {})
+                node = self.nodes[consuming_stage]
+                grouping = translations.split_buffer_id(buffer_id)[0] == "group"
+                if grouping or not all(done[p] for p in node.side_producers):
+                    key = (consuming_stage, self.MAX if grouping else self.MIN)
+                    q.watermark_pending_inputs.enque((key, data))
+                    self.pending_lb[key] = min(self.pending_lb.get(key, self.MAX), out_lb)
+                else:
+                    q.ready_inputs.enque((consuming_stage, data))
+                    self.ready_lb[consuming_stage] = min(
+                        self.ready_lb.get(consuming_stage, self.MAX), out_lb)
+        for bid in buffers_to_clean:
+            ctx.pcoll_buffers.pop(bid, None)
+        self.running = None
+        self.advance()
+        return last_result
+
+
+def _upstream_families(stage, families) -> dict:
+    """Per timer family of ``stage``: the families of the stage's transforms whose output
+    reaches that family's transform inside the stage."""
+    made = {}
+    for t in stage.transforms:
+        for pc in t.outputs.values():
+            made[pc] = t.unique_name
+    above: dict = {}
+
+    def parents(tid, seen):
+        for t in stage.transforms:
+            if t.unique_name == tid:
+                for pc in t.inputs.values():
+                    p = made.get(pc)
+                    if p is not None and p not in seen:
+                        seen.add(p)
+                        parents(p, seen)
+        return seen
+
+    for tid, _ in families:
+        if tid not in above:
+            above[tid] = parents(tid, set())
+    return {(tid, fam): [f for f in families if f[0] in above[tid] and f[0] != tid]
+            for tid, fam in families}
+
+
+def _topological(nodes, names) -> list:
+    """``names`` ordered so that every stage comes after the stages feeding it."""
+    out, seen = [], set()
+
+    def visit(name):
+        if name in seen:
+            return
+        seen.add(name)
+        for p in sorted(nodes[name].producers | nodes[name].side_producers):
+            visit(p)
+        out.append(name)
+
+    for name in names:
+        visit(name)
+    return out
+
+
+def _flow_scheduler() -> None:
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    if getattr(fn_runner.FnApiRunner._execute_bundle, "by_shopstream", False):
+        return
+    original_execute = fn_runner.FnApiRunner._execute_bundle
+    original_schedule = fn_runner.FnApiRunner._schedule_ready_bundles
+
+    def _execute_bundle(self, runner_execution_context, bundle_context_manager, bundle_input):
+        flow = _Flow.of(runner_execution_context)
+        if not flow:
+            return original_execute(self, runner_execution_context, bundle_context_manager,
+                                    bundle_input)
+        return flow.execute(self, bundle_context_manager, bundle_input)
+
+    def _schedule_ready_bundles(self, runner_execution_context):
+        flow = _Flow.of(runner_execution_context)
+        if not flow:
+            return original_schedule(self, runner_execution_context)
+        return flow.schedule()
+
+    _execute_bundle.by_shopstream = True
+    fn_runner.FnApiRunner._execute_bundle = _execute_bundle
+    fn_runner.FnApiRunner._schedule_ready_bundles = _schedule_ready_bundles

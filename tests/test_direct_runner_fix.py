@@ -195,3 +195,78 @@ def test_fn_api_runner_timers_fire_between_chunks_once_due(tmp_path):
     assert len(timers) == 2 and order.index(("chunk", 1)) < min(timers) and max(timers) < chunk2
     late = [e for e in order[max(timers):] if e[0] == "element" and e[2] <= 151]
     assert late == []
+
+
+class _LoggedTimerFn(beam.DoFn):
+    """Per element a timer ``delay`` s after its timestamp; each firing out at its time.
+    Every element and firing is logged with the step's name."""
+
+    T = TimerSpec("t", TimeDomain.WATERMARK)
+
+    def __init__(self, log, name, delay):
+        self.log, self.name, self.delay = log, name, delay
+
+    def process(self, kv, ts=beam.DoFn.TimestampParam, t=beam.DoFn.TimerParam(T)):
+        self._element(kv, ts, t)
+
+    @on_timer(T)
+    def fire(self, key=beam.DoFn.KeyParam, ts=beam.DoFn.TimestampParam):
+        yield self._fired(key, ts)
+
+    def _element(self, kv, ts, timer):
+        _log(self.log, "element", self.name, kv[0], int(ts.micros // 1_000_000))
+        timer.set(Timestamp(micros=ts.micros + self.delay * 1_000_000))
+
+    def _fired(self, key, ts):
+        _log(self.log, "timer", self.name, key, int(ts.micros // 1_000_000))
+        return key, int(ts.micros // 1_000_000)
+
+
+class _OtherLoggedTimerFn(_LoggedTimerFn):
+    """The same with a timer of its own: two steps of one class fused in one stage share
+    the class's TimerSpec, and Beam 2.77's SDK then fires one step's timers in the other."""
+
+    T2 = TimerSpec("t2", TimeDomain.WATERMARK)
+
+    def process(self, kv, ts=beam.DoFn.TimestampParam, t=beam.DoFn.TimerParam(T2)):
+        self._element(kv, ts, t)
+
+    @on_timer(T2)
+    def fire2(self, key=beam.DoFn.KeyParam, ts=beam.DoFn.TimestampParam):
+        yield self._fired(key, ts)
+
+
+def test_fn_api_runner_runs_downstream_stages_as_the_watermark_advances(tmp_path):
+    """Fix 8: a stateful stage (s2, then s3 fused after it) fed by the source's stateful
+    step (s1) through a stage boundary fires its timers between the source's chunks, not
+    once the input is read; no step sees an element at or before a timer of its own that
+    already fired; a GroupByKey still waits for the whole input."""
+    direct_runner_fix.apply()
+    log = str(tmp_path / "order.log")
+    p = TestPipeline(options=PipelineOptions(["--runner=DirectRunner"]))
+    read = p | beam.Impulse() | beam.ParDo(_ChunkedSource(log))
+    s1 = read | "s1" >> beam.ParDo(_LoggedTimerFn(log, "s1", 1)).with_input_types(KV[str, int])
+    empty = p | beam.Create([]).with_output_types(KV[str, int])
+    s2 = ((s1, empty) | beam.Flatten()  # a stage boundary, as the graph's AllContributions
+          | "s2" >> beam.ParDo(_LoggedTimerFn(log, "s2", 50)).with_input_types(KV[str, int]))
+    s3 = s2 | "s3" >> beam.ParDo(_OtherLoggedTimerFn(log, "s3", 5)).with_input_types(KV[str, int])
+    grouped = (read | beam.GroupByKey()
+               | beam.Map(lambda kv, path=log: _log(path, "group", kv[0]) or kv[0]))
+    assert_that(s3, equal_to([(k, 100 * i + j + 56) for i in range(5) for j, k in enumerate("ab")]))
+    assert_that(grouped, equal_to(["a", "b"]), label="groups")
+    p.run().wait_until_finish()
+    order = [eval(line) for line in open(log)]
+    last_chunk = order.index(("chunk", 4))
+    early = [e for e in order[:last_chunk] if e[0] == "timer" and e[1] in ("s2", "s3")]
+    assert ("timer", "s2", "a", 51) in early and ("timer", "s3", "b", 57) in early
+    assert all(order.index(e) > last_chunk for e in order if e[0] == "group")
+    for name in ("s1", "s2", "s3"):
+        fired = float("-inf")
+        for e in order:
+            if e[1] != name:
+                continue
+            if e[0] == "timer":
+                fired = max(fired, e[3])
+            else:
+                assert e[3] > fired, (name, e, fired)
+    assert len([e for e in order if e[0] == "timer"]) == 30

@@ -18,6 +18,7 @@ from tests.reference_sql import (
     reference_enriched,
     reference_horizon_engagement,
 )
+from transforms import redis_sink
 from transforms.ranking_store import HORIZONS
 from transforms.scoring import DEFAULT_WEIGHTS, score_products
 
@@ -53,6 +54,34 @@ def _hostile_copy(src, dst):
         path.write_text("\n".join([header, *lines]) + "\n")
 
 
+class _LoggedFileSystems:
+    """``replay_source``'s FileSystems, noting each event-time chunk the source opens."""
+
+    def __init__(self, events):
+        from apache_beam.io.filesystems import FileSystems
+
+        self._fs, self._events = FileSystems, events
+
+    def open(self, path, *args, **kwargs):
+        self._events.append(("chunk", path.rsplit("/", 1)[-1]))
+        return self._fs.open(path, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._fs, name)
+
+
+def _logging_flush(events):
+    """``RedisRankingWriter.flush`` noting, after each write, the as-of of ``all`` in
+    Redis (``shopstream:meta``)."""
+    original = redis_sink.RedisRankingWriter.flush
+
+    def flush(self):
+        ok = original(self)
+        events.append(("redis", self.client.hget("shopstream:meta", "all:current_to_us")))
+        return ok
+    return flush
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, redis_session):
     from pipelines.generate import generate
@@ -73,10 +102,15 @@ def runs(tmp_path_factory, redis_session):
             mp.setattr(replay_source, "CHUNK_RECORDS", CHUNK_RECORDS)
             mp.setattr(direct_runner_fix, "EVENT_TIME_STATS",
                        {"released_early": 0, "held_peak": 0})
+            mp.setattr(direct_runner_fix, "FLOW_STATS", {"early_bundles": 0})
+            events: list = []  # the source's chunks and the Redis writes, in order
+            mp.setattr(replay_source, "FileSystems", _LoggedFileSystems(events))
+            mp.setattr(redis_sink.RedisRankingWriter, "flush", _logging_flush(events))
             assert cli.main(["replay", "--input", str(data), "--warehouse", str(warehouse),
                              "--redis", url, *extra]) == 0
-            out[name] = {"warehouse": warehouse, "redis": url,
-                         "timers": dict(direct_runner_fix.EVENT_TIME_STATS)}
+            out[name] = {"warehouse": warehouse, "redis": url, "events": events,
+                         "timers": dict(direct_runner_fix.EVENT_TIME_STATS),
+                         "flow": dict(direct_runner_fix.FLOW_STATS)}
     return out
 
 
@@ -172,3 +206,24 @@ def test_streaming_rehearsal_fires_timers_while_the_input_is_read(runs):
     assert timers["released_early"] > sessions  # several firings per session on average
     assert 0 < timers["held_peak"] < sessions / 2
     assert runs["bounded"]["timers"] == {"released_early": 0, "held_peak": 0}
+
+
+def test_streaming_rehearsal_writes_redis_while_the_input_is_read(runs):
+    """Downstream of Sessionize the graph runs as the watermark advances: the rankings
+    in Redis are written many times before the source opens its last click chunk, their
+    as-of moving forward step by step (and the final rankings above are still equal to
+    the bounded replay's)."""
+    events = runs["streaming"]["events"]
+    chunks = [i for i, e in enumerate(events) if e[0] == "chunk" and e[1].startswith("click")]
+    assert len(chunks) >= 8  # 400-record chunks
+    before = [int(e[1]) for e in events[:chunks[-1]] if e[0] == "redis" and e[1]]
+    assert len(set(before)) >= 3, events
+    assert before == sorted(before)  # never older
+    final = [int(e[1]) for e in events if e[0] == "redis" and e[1]][-1]
+    assert before[-1] < final
+    # orders are read in event time too, chunk by chunk among the clicks
+    orders = [i for i, e in enumerate(events) if e[0] == "chunk" and e[1].startswith("trans")]
+    assert len(orders) >= 2 and chunks[0] < orders[-1] < chunks[-1]
+    assert runs["streaming"]["flow"]["early_bundles"] > len(chunks)
+    assert runs["bounded"]["flow"] == {"early_bundles": 0}
+    assert not [e for e in runs["bounded"]["events"] if e[0] == "chunk"]

@@ -22,13 +22,14 @@ Elements through shuffles per input event: one (by session) into Sessionize, at 
 one (a session batch's contributions per shard, usually fewer) into the shard step;
 parts are per shard and refresh, not per event (see ``tests/test_streaming_graph.py``).
 
-Emission: an event-time timer ``--refresh`` seconds of event time after new data
-(live, the watermark follows the wall clock: at most one emission per shard every
-``refresh`` seconds), and at slice boundaries while 1h/24h data ages out (``decay``,
-live only). When a bounded input ends (the watermark reaches the end of the global
-window; on Dataflow also a drain), every shard sends its last 24 h of slices and the
-merge cuts 1h / 24h at the newest slice of *all* shards (:func:`final_snapshot`, the
-function the bounded replay ends with too).
+Emission: an event-time timer at the next point of a ``--refresh`` grid after new data
+(never before the element that armed it; live, the watermark follows the wall clock: at
+most one emission per shard every ``refresh`` seconds; on a file, once per watermark
+step), and at slice boundaries while 1h/24h data ages out (``decay``, live only). When
+a bounded input ends (the watermark reaches the end of the global window; on Dataflow
+also a drain), every shard sends its last 24 h of slices — and, for the warehouse, its
+whole table — and the merge cuts 1h / 24h at the newest slice of *all* shards
+(:func:`final_snapshot`, the function the bounded replay ends with too).
 """
 from __future__ import annotations
 
@@ -474,6 +475,8 @@ class _ShardFn(beam.DoFn):
 
     IN = BagStateSpec("in", coders.FastPrimitivesCoder())
     TABLE = ReadModifyWriteStateSpec("table", coders.PickleCoder())
+    # the timers armed, apart from the table: every element reads these, not the table
+    ARMED = ReadModifyWriteStateSpec("armed", coders.PickleCoder())
     EMIT = TimerSpec("emit", TimeDomain.WATERMARK)
     FINAL = TimerSpec("shard_final", TimeDomain.WATERMARK)
 
@@ -488,17 +491,20 @@ class _ShardFn(beam.DoFn):
     def setup(self):
         self.products = load_products(self.products_source)
 
-    def process(self, element, state=beam.DoFn.StateParam(IN),
-                table=beam.DoFn.StateParam(TABLE), emit=beam.DoFn.TimerParam(EMIT),
+    def process(self, element, ts=beam.DoFn.TimestampParam, state=beam.DoFn.StateParam(IN),
+                flags=beam.DoFn.StateParam(ARMED), emit=beam.DoFn.TimerParam(EMIT),
                 final=beam.DoFn.TimerParam(FINAL)):
         _, contribs = element
         self.elements.inc()
         state.add(contribs)
-        data = table.read() or {}
+        data = flags.read() or {}
         armed = data.get("armed")
         # the next point of the refresh grid (common to all shards: the merge ranks
-        # all their parts of one step at once)
-        t = (max(c[1] for c in contribs) // self.refresh_us + 1) * self.refresh_us
+        # all their parts of one step at once) after the newest contribution and the
+        # element itself: a timer never holds before its input (settled events reach
+        # the shard after their own time), so nothing it emits is behind the watermark
+        newest = max(max(c[1] for c in contribs), ts.micros)
+        t = min((newest // self.refresh_us + 1) * self.refresh_us, _END_OF_INPUT.micros)
         changed = False
         if armed is None or t < armed:
             data["armed"] = _ms_up(t)
@@ -509,7 +515,7 @@ class _ShardFn(beam.DoFn):
             final.set(_END_OF_INPUT)
             changed = True
         if changed:
-            table.write(data)
+            flags.write(data)
 
     def _fold(self, data, state) -> ShardTable:
         t = ShardTable(self.slice_us, data.get("tables"))
@@ -522,7 +528,7 @@ class _ShardFn(beam.DoFn):
     @on_timer(EMIT)
     def on_emit(self, key=beam.DoFn.KeyParam, ts=beam.DoFn.TimestampParam,
                 state=beam.DoFn.StateParam(IN), table=beam.DoFn.StateParam(TABLE),
-                emit=beam.DoFn.TimerParam(EMIT)):
+                flags=beam.DoFn.StateParam(ARMED), emit=beam.DoFn.TimerParam(EMIT)):
         data = table.read() or {}
         t = self._fold(data, state)
         end = ts.micros // self.slice_us * self.slice_us
@@ -536,15 +542,15 @@ class _ShardFn(beam.DoFn):
                 continue  # bounded input: 1h / 24h are cut once, at its end (on_final)
             yield h, make_part(key, h, None if HORIZON_US[h] is None else end, t.view(h, end),
                                prods, self.weights, self.top_n,
-                               with_table=self.with_table and HORIZON_US[h] is None)
+                               with_table=self.with_table and self.decay and HORIZON_US[h] is None)
             self.parts.inc()
         # live: older slices age out, minute by minute
         nxt = end + self.slice_us if self.decay and t.slices else None
-        data = {"tables": t.data(), "armed": None if nxt is None else _ms_up(nxt),
-                "final": data.get("final")}
+        armed = dict(flags.read() or {}, armed=None if nxt is None else _ms_up(nxt))
         if nxt is not None:
-            emit.set(Timestamp(micros=data["armed"]))
-        table.write(data)
+            emit.set(Timestamp(micros=armed["armed"]))
+        flags.write(armed)
+        table.write({"tables": t.data()})
 
     @on_timer(FINAL)
     def on_final(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(IN),
@@ -554,6 +560,11 @@ class _ShardFn(beam.DoFn):
         table.write(dict(data, tables=t.data()))
         if t.latest_us is None:
             return
+        if self.with_table and not self.decay:
+            # a bounded input's warehouse tables: every product, once, at its end
+            yield "all", make_part(key, "all", None, t.view("all", None), self.products,
+                                   self.weights, self.top_n, with_table=True)
+            self.parts.inc()
         final = t.final_slices(key)
         for h in HORIZONS:
             if HORIZON_US[h] is not None:
