@@ -582,9 +582,13 @@ class _Flow:
     # ------------------------------------------------------------------ timers
     def stored(self, name, family, store) -> None:
         """Fix 7's store of ``family`` of stage ``name`` changed."""
-        if store:
-            self.mins[(name, family)] = (min(t.hold_timestamp for t in store.values()),
-                                         min(t.fire_timestamp for t in store.values()))
+        if store:  # compared as integers: Timestamp's comparisons are Python calls
+            from apache_beam.utils.timestamp import Timestamp
+
+            timers = store.values()
+            self.mins[(name, family)] = (
+                Timestamp(micros=min(t.hold_timestamp.micros for t in timers)),
+                Timestamp(micros=min(t.fire_timestamp.micros for t in timers)))
         else:
             self.mins.pop((name, family), None)
 
@@ -613,8 +617,9 @@ class _Flow:
                 if b < self.MAX and m[1] >= b:
                     continue
                 store = stores[family]
+                b_us = b.micros
                 due = list(store) if b >= self.MAX else [
-                    k for k, t in store.items() if t.fire_timestamp < b]
+                    k for k, t in store.items() if t.fire_timestamp.micros < b_us]
                 if b < self.MAX:
                     EVENT_TIME_STATS["released_early"] += len(due)
                     EVENT_TIME_STATS["held_peak"] = max(EVENT_TIME_STATS["held_peak"], len(store))
