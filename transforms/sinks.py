@@ -83,7 +83,13 @@ def _duckdb_lock(path: str) -> threading.Lock:
 
 
 class _WriteRowsFn(beam.DoFn):
-    """Buffer rows and upsert them into a DuckDB file (one transaction per flush)."""
+    """Buffer rows and upsert them into a DuckDB file (one transaction per flush).
+
+    The connection is kept from the first flush to ``teardown``: opening and closing
+    the file at every bundle's flush made DuckDB checkpoint each time (py-spy: ~10 % of
+    a ``replay --streaming`` run). A committed flush is in DuckDB's write-ahead log, so
+    it is as durable as before; the process holds the file for the run (DuckDB allows
+    one writing process anyway)."""
 
     def __init__(self, target: str, table: str, mode: str):
         self.target, self.table, self.mode = target, table, mode
@@ -111,12 +117,19 @@ class _WriteRowsFn(beam.DoFn):
             return
         rows, self.buffer = self.buffer, []
         with _duckdb_lock(self.target):
-            wh = open_warehouse(self.target)
-            try:
-                wh.write(self.table, rows, self.mode)
-            finally:
-                wh.close()
+            self._warehouse().write(self.table, rows, self.mode)
         self.written.inc(len(rows))
+
+    def _warehouse(self):
+        if getattr(self, "_wh", None) is None:
+            self._wh = open_warehouse(self.target)
+        return self._wh
+
+    def teardown(self):
+        wh, self._wh = getattr(self, "_wh", None), None
+        if wh is not None:
+            with _duckdb_lock(self.target):
+                wh.close()
 
 
 class _WriteTablesFn(_WriteRowsFn):
@@ -145,11 +158,7 @@ class _WriteTablesFn(_WriteRowsFn):
         data = pa.concat_tables(self.buffer)
         self.buffer, self.rows = [], 0
         with _duckdb_lock(self.target):
-            wh = open_warehouse(self.target)
-            try:
-                wh.write(self.table, data, self.mode)
-            finally:
-                wh.close()
+            self._warehouse().write(self.table, data, self.mode)
         self.written.inc(data.num_rows)
 
 
