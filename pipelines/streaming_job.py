@@ -24,7 +24,6 @@ from typing import Dict, List
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
-from pipelines import replay_source
 from pipelines.replay_source import ReadFilesInEventTime
 from pipelines.streaming_options import ShopstreamStreamingOptions
 from transforms import pubsub_source, sinks, sources
@@ -39,11 +38,6 @@ from transforms.top_n import product_engagement_rows, top10_rows
 from transforms.warehouse import parse_target
 
 log = logging.getLogger(__name__)
-
-#: Click events per order in the Fashion Campus data (12.8 M / 852 k ≈ 15; the
-#: generator's sets alike): ``replay --streaming`` reads orders in chunks this many
-#: times smaller than the clicks', so both step through event time alike.
-CLICKS_PER_ORDER = 16
 
 
 def sessionize_mode(opts: ShopstreamStreamingOptions, streaming: bool) -> str:
@@ -96,8 +90,7 @@ def build_pipeline(p: beam.Pipeline, opts: ShopstreamStreamingOptions) -> Dict[s
         # fire and purchases reach the rankings as the clicks of their time do.
         order_files = sources.find_table_files(opts.input, "transactions")
         orders = (p | "ReadOrders" >> ReadFilesInEventTime(
-            order_files, "transactions", spill, max_future=opts.max_future,
-            chunk_records=max(1, replay_source.CHUNK_RECORDS // CLICKS_PER_ORDER))
+            order_files, "transactions", spill, max_future=opts.max_future)
             if order_files else None)
     else:
         # Bounded replay: files read in byte ranges, clicks parsed straight into compact
